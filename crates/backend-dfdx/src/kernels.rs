@@ -1,0 +1,718 @@
+//! Host kernels on plain slices, NCHW and row-major. The tape ops in [`crate::ops`]
+//! call these for the forward and the backward pass; keeping them free of dfdx types
+//! keeps them testable on their own and shared by every device path.
+
+use attrib_core::{Error, Result};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::Elem;
+
+/// Below this many multiply-adds a gemm runs on the calling thread: spawning costs more.
+const PARALLEL_GEMM_FLOPS: usize = 1 << 17;
+
+/// A row-major (or transposed, through its strides) matrix operand.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a, E> {
+    pub data: &'a [E],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a, E> MatRef<'a, E> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &'a [E], cols: usize) -> Self {
+        MatRef {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [E], cols: usize) -> Self {
+        MatRef {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst (m x n, row-major) = [dst +] lhs (m x k) * rhs (k x n)` through gemm 0.19.
+pub(crate) fn matmul<E: Elem>(
+    dst: &mut [E],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, E>,
+    rhs: MatRef<'_, E>,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(E::zero());
+        }
+        return;
+    }
+    // The bounds below are what makes the raw-pointer call sound.
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm operand too small");
+    let parallelism = if m * n * k >= PARALLEL_GEMM_FLOPS && rayon::current_num_threads() > 1 {
+        Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every index gemm touches, (i*rs + j*cs) for i < rows and j < cols, was
+    // checked to lie inside its slice above; dst does not alias lhs or rhs (&mut).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            E::one(),
+            E::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The geometry of one 2-d convolution, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride (vertical, horizontal).
+    pub stride: [usize; 2],
+    /// Dilation (vertical, horizontal).
+    pub dilation: [usize; 2],
+    /// Zero padding: top, bottom, left, right.
+    pub pad: [usize; 4],
+    /// Channel groups (`c_in` for depthwise).
+    pub groups: usize,
+    /// Output height.
+    pub ho: usize,
+    /// Output width.
+    pub wo: usize,
+}
+
+/// Output length of a sliding window, or `None` if the window does not fit.
+pub(crate) fn window_out(len: usize, pad: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
+    let span = dilation * (kernel - 1) + 1;
+    (len + pad >= span).then(|| (len + pad - span) / stride + 1)
+}
+
+impl ConvGeom {
+    /// Validates the geometry of `x (n, c_in, h, w) * weight (c_out, c_in/groups, kh, kw)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        input: [usize; 4],
+        c_out: usize,
+        weight_in: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        pad: [usize; 4],
+        groups: usize,
+    ) -> Result<Self> {
+        let [n, c_in, h, w] = input;
+        if groups == 0 || stride.contains(&0) || dilation.contains(&0) || kernel.contains(&0) {
+            return Err(Error::param(
+                "conv2d",
+                format!("groups {groups}, stride {stride:?}, dilation {dilation:?} and kernel {kernel:?} must be positive"),
+            ));
+        }
+        if c_in % groups != 0 || c_out % groups != 0 || weight_in * groups != c_in {
+            return Err(Error::shape(
+                "conv2d input channels",
+                format!("{} channels ({} groups of {weight_in})", weight_in * groups, groups),
+                format!("{c_in} channels"),
+            ));
+        }
+        let ho = window_out(h, pad[0] + pad[1], kernel[0], stride[0], dilation[0]);
+        let wo = window_out(w, pad[2] + pad[3], kernel[1], stride[1], dilation[1]);
+        match (ho, wo) {
+            (Some(ho), Some(wo)) => Ok(ConvGeom {
+                n,
+                c_in,
+                h,
+                w,
+                c_out,
+                kernel,
+                stride,
+                dilation,
+                pad,
+                groups,
+                ho,
+                wo,
+            }),
+            _ => Err(Error::shape(
+                "conv2d input size",
+                format!("at least the dilated kernel {:?} after padding {pad:?}", kernel),
+                format!("{h}x{w}"),
+            )),
+        }
+    }
+
+    fn cg(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    fn og(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// Rows of the im2col matrix: `c_in/groups * kh * kw`.
+    fn kk(&self) -> usize {
+        self.cg() * self.kernel[0] * self.kernel[1]
+    }
+
+    fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Whether the im2col matrix of a group is the input itself (1x1, stride 1, no pad).
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.pad == [0, 0, 0, 0]
+    }
+
+    /// Whether each output channel reads exactly one input channel (depthwise).
+    fn is_depthwise(&self) -> bool {
+        self.cg() == 1
+    }
+
+    /// Number of output elements.
+    pub fn out_len(&self) -> usize {
+        self.n * self.c_out * self.pixels()
+    }
+
+    /// For output row `o` (or column), the input coordinate of kernel tap `i`, if inside.
+    #[inline]
+    fn src(o: usize, i: usize, stride: usize, dilation: usize, pad: usize, len: usize) -> Option<usize> {
+        let y = (o * stride + i * dilation).checked_sub(pad)?;
+        (y < len).then_some(y)
+    }
+
+    /// Writes the im2col matrix `(kk, ho*wo)` of one group of one image.
+    fn im2col<E: Elem>(&self, x_img: &[E], group: usize, col: &mut [E]) {
+        let (cg, [kh, kw], p) = (self.cg(), self.kernel, self.pixels());
+        for ci in 0..cg {
+            let plane = &x_img[(group * cg + ci) * self.h * self.w..][..self.h * self.w];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &mut col[((ci * kh + i) * kw + j) * p..][..p];
+                    for oy in 0..self.ho {
+                        let dst = &mut row[oy * self.wo..][..self.wo];
+                        match Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h) {
+                            None => dst.fill(E::zero()),
+                            Some(y) => {
+                                let src_row = &plane[y * self.w..][..self.w];
+                                for (ox, d) in dst.iter_mut().enumerate() {
+                                    *d = match Self::src(ox, j, self.stride[1], self.dilation[1], self.pad[2], self.w) {
+                                        Some(x) => src_row[x],
+                                        None => E::zero(),
+                                    };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the im2col-shaped `col` back into one group of one image's gradient.
+    fn col2im<E: Elem>(&self, col: &[E], group: usize, dx_img: &mut [E]) {
+        let (cg, [kh, kw], p) = (self.cg(), self.kernel, self.pixels());
+        for ci in 0..cg {
+            let plane = &mut dx_img[(group * cg + ci) * self.h * self.w..][..self.h * self.w];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &col[((ci * kh + i) * kw + j) * p..][..p];
+                    for oy in 0..self.ho {
+                        let Some(y) = Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h) else {
+                            continue;
+                        };
+                        let dst_row = &mut plane[y * self.w..][..self.w];
+                        for (ox, &v) in row[oy * self.wo..][..self.wo].iter().enumerate() {
+                            if let Some(x) = Self::src(ox, j, self.stride[1], self.dilation[1], self.pad[2], self.w) {
+                                dst_row[x] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, weight) + bias`, writing all of `y` `(n, c_out, ho, wo)`.
+pub fn conv2d_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], bias: Option<&[E]>, y: &mut [E]) {
+    let (og, kk, p) = (g.og(), g.kk(), g.pixels());
+    let img_in = g.c_in * g.h * g.w;
+    let img_out = g.c_out * p;
+    if g.is_depthwise() && g.groups > 1 {
+        depthwise_forward(g, x, weight, y);
+    } else {
+        let mut col = if g.is_pointwise() { Vec::new() } else { vec![E::zero(); kk * p] };
+        for b in 0..g.n {
+            let x_img = &x[b * img_in..][..img_in];
+            for grp in 0..g.groups {
+                let rhs = if g.is_pointwise() {
+                    &x_img[grp * kk * p..][..kk * p]
+                } else {
+                    g.im2col(x_img, grp, &mut col);
+                    &col[..]
+                };
+                matmul(
+                    &mut y[b * img_out + grp * og * p..][..og * p],
+                    og,
+                    p,
+                    kk,
+                    MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
+                    MatRef::rows(rhs, p),
+                    false,
+                );
+            }
+        }
+    }
+    if let Some(bias) = bias {
+        y.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
+            let b = bias[i % g.c_out];
+            plane.iter_mut().for_each(|v| *v += b);
+        });
+    }
+}
+
+/// Depthwise convolution computed directly: im2col would build `groups` tiny matrices.
+fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
+    let (p, mult, [kh, kw]) = (g.pixels(), g.og(), g.kernel);
+    y.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
+        let (b, o) = (i / g.c_out, i % g.c_out);
+        let plane = &x[(b * g.c_in + o / mult) * g.h * g.w..][..g.h * g.w];
+        let wk = &weight[o * kh * kw..][..kh * kw];
+        out.fill(E::zero());
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let wv = wk[ki * kw + kj];
+                for oy in 0..g.ho {
+                    let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h) else {
+                        continue;
+                    };
+                    let row = &plane[sy * g.w..][..g.w];
+                    let dst = &mut out[oy * g.wo..][..g.wo];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        if let Some(sx) = ConvGeom::src(ox, kj, g.stride[1], g.dilation[1], g.pad[2], g.w) {
+                            *d += wv * row[sx];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `dx += conv_transpose(dy, weight)`: the input gradient.
+pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: &mut [E]) {
+    let (og, kk, p) = (g.og(), g.kk(), g.pixels());
+    let img_in = g.c_in * g.h * g.w;
+    let img_out = g.c_out * p;
+    if g.is_depthwise() && g.groups > 1 {
+        let (mult, [kh, kw]) = (og, g.kernel);
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(i, plane)| {
+            let (b, c) = (i / g.c_in, i % g.c_in);
+            for o in c * mult..(c + 1) * mult {
+                let go = &dy[(b * g.c_out + o) * p..][..p];
+                let wk = &weight[o * kh * kw..][..kh * kw];
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        let wv = wk[ki * kw + kj];
+                        for oy in 0..g.ho {
+                            let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h) else {
+                                continue;
+                            };
+                            let row = &mut plane[sy * g.w..][..g.w];
+                            for (ox, &gv) in go[oy * g.wo..][..g.wo].iter().enumerate() {
+                                if let Some(sx) = ConvGeom::src(ox, kj, g.stride[1], g.dilation[1], g.pad[2], g.w) {
+                                    row[sx] += wv * gv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
+    let mut col = vec![E::zero(); kk * p];
+    for b in 0..g.n {
+        let dx_img = &mut dx[b * img_in..][..img_in];
+        for grp in 0..g.groups {
+            let w_t = MatRef::transposed(&weight[grp * og * kk..][..og * kk], kk);
+            let dy_g = MatRef::rows(&dy[b * img_out + grp * og * p..][..og * p], p);
+            if g.is_pointwise() {
+                matmul(&mut dx_img[grp * kk * p..][..kk * p], kk, p, og, w_t, dy_g, true);
+            } else {
+                matmul(&mut col, kk, p, og, w_t, dy_g, false);
+                g.col2im(&col, grp, dx_img);
+            }
+        }
+    }
+}
+
+/// `dweight += dy * im2col(x)^T` and `dbias += sum(dy)`: the parameter gradients,
+/// only computed when a caller traces the weights.
+pub fn conv2d_backward_weight<E: Elem>(g: &ConvGeom, x: &[E], dy: &[E], dweight: &mut [E], dbias: Option<&mut [E]>) {
+    let (og, kk, p) = (g.og(), g.kk(), g.pixels());
+    let img_in = g.c_in * g.h * g.w;
+    let img_out = g.c_out * p;
+    let mut col = vec![E::zero(); kk * p];
+    for b in 0..g.n {
+        let x_img = &x[b * img_in..][..img_in];
+        for grp in 0..g.groups {
+            g.im2col(x_img, grp, &mut col);
+            matmul(
+                &mut dweight[grp * og * kk..][..og * kk],
+                og,
+                kk,
+                p,
+                MatRef::rows(&dy[b * img_out + grp * og * p..][..og * p], p),
+                MatRef::transposed(&col, p),
+                true,
+            );
+        }
+    }
+    if let Some(db) = dbias {
+        for (i, plane) in dy.chunks(p).enumerate() {
+            let s = plane.iter().fold(E::zero(), |a, &v| a + v);
+            db[i % g.c_out] += s;
+        }
+    }
+}
+
+/// The geometry of a 2-d pooling window (PyTorch semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeom {
+    /// Batch times channels: pooling is per plane.
+    pub planes: usize,
+    /// Input height and width.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Symmetric padding (vertical, horizontal).
+    pub pad: [usize; 2],
+    /// Output height.
+    pub ho: usize,
+    /// Output width.
+    pub wo: usize,
+}
+
+fn pool_out(len: usize, pad: usize, k: usize, s: usize, ceil: bool) -> Option<usize> {
+    if len + 2 * pad < k {
+        return None;
+    }
+    let span = len + 2 * pad - k;
+    let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
+    // PyTorch: with ceil_mode the last window must start inside the input or left pad.
+    if ceil && (out - 1) * s >= len + pad {
+        out -= 1;
+    }
+    Some(out)
+}
+
+impl PoolGeom {
+    /// Validates a pooling window on `(planes, h, w)`.
+    pub fn new(
+        planes: usize,
+        h: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        ceil_mode: bool,
+    ) -> Result<Self> {
+        if kernel.contains(&0) || stride.contains(&0) {
+            return Err(Error::param("pool2d", format!("kernel {kernel:?} and stride {stride:?} must be positive")));
+        }
+        if pad[0] * 2 > kernel[0] || pad[1] * 2 > kernel[1] {
+            return Err(Error::param("pool2d", format!("padding {pad:?} must be at most half the kernel {kernel:?}")));
+        }
+        match (
+            pool_out(h, pad[0], kernel[0], stride[0], ceil_mode),
+            pool_out(w, pad[1], kernel[1], stride[1], ceil_mode),
+        ) {
+            (Some(ho), Some(wo)) => Ok(PoolGeom {
+                planes,
+                h,
+                w,
+                kernel,
+                stride,
+                pad,
+                ho,
+                wo,
+            }),
+            _ => Err(Error::shape(
+                "pool2d input size",
+                format!("at least the window {kernel:?} after padding {pad:?}"),
+                format!("{h}x{w}"),
+            )),
+        }
+    }
+
+    /// Window bounds `[start, end)` along one axis, clipped to the input, plus the
+    /// unclipped size within the padded input (PyTorch's average-pool divisor).
+    fn bounds(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (usize, usize, usize) {
+        let start = (o * stride) as isize - pad as isize;
+        let end = (start + k as isize).min((len + pad) as isize);
+        let padded = (end - start) as usize;
+        (start.max(0) as usize, end.min(len as isize).max(0) as usize, padded)
+    }
+}
+
+/// Max pool: writes `y` and each output's argmax (index within its plane).
+pub fn max_pool_forward<E: Elem>(g: &PoolGeom, x: &[E], y: &mut [E], argmax: &mut [u32]) {
+    let (hw, p) = (g.h * g.w, g.ho * g.wo);
+    y.par_chunks_mut(p)
+        .zip(argmax.par_chunks_mut(p))
+        .enumerate()
+        .for_each(|(plane_i, (out, arg))| {
+            let plane = &x[plane_i * hw..][..hw];
+            for oy in 0..g.ho {
+                let (y0, y1, _) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
+                for ox in 0..g.wo {
+                    let (x0, x1, _) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
+                    let mut best = E::neg_infinity();
+                    let mut best_i = y0 * g.w + x0;
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            let v = plane[yy * g.w + xx];
+                            // PyTorch's rule: the first maximum wins, NaN propagates.
+                            if v > best || v.is_nan() {
+                                best = v;
+                                best_i = yy * g.w + xx;
+                                if v.is_nan() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    out[oy * g.wo + ox] = best;
+                    arg[oy * g.wo + ox] = best_i as u32;
+                }
+            }
+        });
+}
+
+/// Max pool backward: each output's gradient goes to its argmax switch.
+pub fn max_pool_backward<E: Elem>(g: &PoolGeom, dy: &[E], argmax: &[u32], dx: &mut [E]) {
+    let (hw, p) = (g.h * g.w, g.ho * g.wo);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+        for (&d, &a) in dy[i * p..][..p].iter().zip(&argmax[i * p..][..p]) {
+            plane[a as usize] += d;
+        }
+    });
+}
+
+/// Average pool (PyTorch semantics for `count_include_pad`).
+pub fn avg_pool_forward<E: Elem>(g: &PoolGeom, count_include_pad: bool, x: &[E], y: &mut [E]) {
+    let (hw, p) = (g.h * g.w, g.ho * g.wo);
+    y.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
+        let plane = &x[i * hw..][..hw];
+        for oy in 0..g.ho {
+            let (y0, y1, ph) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
+            for ox in 0..g.wo {
+                let (x0, x1, pw) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
+                let n = if count_include_pad { ph * pw } else { (y1 - y0) * (x1 - x0) };
+                let mut s = E::zero();
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        s += plane[yy * g.w + xx];
+                    }
+                }
+                out[oy * g.wo + ox] = s / E::of(n.max(1) as f64);
+            }
+        }
+    });
+}
+
+/// Average pool backward.
+pub fn avg_pool_backward<E: Elem>(g: &PoolGeom, count_include_pad: bool, dy: &[E], dx: &mut [E]) {
+    let (hw, p) = (g.h * g.w, g.ho * g.wo);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(i, plane)| {
+        let go = &dy[i * p..][..p];
+        for oy in 0..g.ho {
+            let (y0, y1, ph) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
+            for ox in 0..g.wo {
+                let (x0, x1, pw) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
+                let n = if count_include_pad { ph * pw } else { (y1 - y0) * (x1 - x0) };
+                let share = go[oy * g.wo + ox] / E::of(n.max(1) as f64);
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        plane[yy * g.w + xx] += share;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adaptive average pooling bins along one axis, PyTorch's:
+/// `[floor(i*len/out), ceil((i+1)*len/out))`.
+pub(crate) fn adaptive_bins(len: usize, out: usize) -> Vec<(usize, usize)> {
+    (0..out).map(|i| (i * len / out, ((i + 1) * len).div_ceil(out))).collect()
+}
+
+/// Adaptive average pool of `planes` planes `(h, w)` to `(ho, wo)`.
+pub fn adaptive_avg_forward<E: Elem>(planes: usize, h: usize, w: usize, ho: usize, wo: usize, x: &[E], y: &mut [E]) {
+    let (rows, cols) = (adaptive_bins(h, ho), adaptive_bins(w, wo));
+    y.par_chunks_mut(ho * wo).enumerate().take(planes).for_each(|(i, out)| {
+        let plane = &x[i * h * w..][..h * w];
+        for (oy, &(y0, y1)) in rows.iter().enumerate() {
+            for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                let mut s = E::zero();
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        s += plane[yy * w + xx];
+                    }
+                }
+                out[oy * wo + ox] = s / E::of(((y1 - y0) * (x1 - x0)) as f64);
+            }
+        }
+    });
+}
+
+/// Adaptive average pool backward.
+pub fn adaptive_avg_backward<E: Elem>(planes: usize, h: usize, w: usize, ho: usize, wo: usize, dy: &[E], dx: &mut [E]) {
+    let (rows, cols) = (adaptive_bins(h, ho), adaptive_bins(w, wo));
+    dx.par_chunks_mut(h * w).enumerate().take(planes).for_each(|(i, plane)| {
+        let go = &dy[i * ho * wo..][..ho * wo];
+        for (oy, &(y0, y1)) in rows.iter().enumerate() {
+            for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                let share = go[oy * wo + ox] / E::of(((y1 - y0) * (x1 - x0)) as f64);
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        plane[yy * w + xx] += share;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `y (n, k) = x (n, f) * weight^T (f, k) + bias`.
+pub fn linear_forward<E: Elem>(n: usize, f: usize, k: usize, x: &[E], weight: &[E], bias: Option<&[E]>, y: &mut [E]) {
+    matmul(y, n, k, f, MatRef::rows(x, f), MatRef::transposed(weight, f), false);
+    if let Some(b) = bias {
+        for row in y.chunks_mut(k) {
+            row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+        }
+    }
+}
+
+/// `dx (n, f) += dy (n, k) * weight (k, f)`.
+pub fn linear_backward_input<E: Elem>(n: usize, f: usize, k: usize, dy: &[E], weight: &[E], dx: &mut [E]) {
+    matmul(dx, n, f, k, MatRef::rows(dy, k), MatRef::rows(weight, f), true);
+}
+
+/// `dweight (k, f) += dy^T (k, n) * x (n, f)`, `dbias += sum_n dy`.
+pub fn linear_backward_weight<E: Elem>(
+    n: usize,
+    f: usize,
+    k: usize,
+    x: &[E],
+    dy: &[E],
+    dweight: &mut [E],
+    dbias: Option<&mut [E]>,
+) {
+    matmul(dweight, k, f, n, MatRef::transposed(dy, k), MatRef::rows(x, f), true);
+    if let Some(db) = dbias {
+        for row in dy.chunks(k) {
+            db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_transposes() {
+        // [[1,2],[3,4]] * [[5,6],[7,8]]^T = [[17,23],[39,53]]
+        let a = [1.0f64, 2.0, 3.0, 4.0];
+        let b = [5.0f64, 6.0, 7.0, 8.0];
+        let mut c = [0.0f64; 4];
+        matmul(&mut c, 2, 2, 2, MatRef::rows(&a, 2), MatRef::transposed(&b, 2), false);
+        assert_eq!(c, [17.0, 23.0, 39.0, 53.0]);
+        matmul(&mut c, 2, 2, 2, MatRef::transposed(&a, 2), MatRef::rows(&b, 2), true);
+        // a^T b = [[26,30],[38,44]] added on top.
+        assert_eq!(c, [43.0, 53.0, 77.0, 97.0]);
+    }
+
+    #[test]
+    fn conv_by_hand() {
+        // 1x1x3x3 input, 2x2 kernel of ones, stride 1: sums of 2x2 windows.
+        let x: Vec<f64> = (1..=9).map(f64::from).collect();
+        let w = vec![1.0; 4];
+        let g = ConvGeom::new([1, 1, 3, 3], 1, 1, [2, 2], [1, 1], [1, 1], [0; 4], 1).unwrap();
+        let mut y = vec![0.0; g.out_len()];
+        conv2d_forward(&g, &x, &w, Some(&[0.5]), &mut y);
+        assert_eq!(y, vec![12.5, 16.5, 24.5, 28.5]);
+        // Asymmetric "same" padding (bottom/right only), stride 2: windows at 0 and 2.
+        let g = ConvGeom::new([1, 1, 3, 3], 1, 1, [2, 2], [2, 2], [1, 1], [0, 1, 0, 1], 1).unwrap();
+        let mut y = vec![0.0; g.out_len()];
+        conv2d_forward(&g, &x, &w, None, &mut y);
+        assert_eq!(y, vec![12.0, 9.0, 15.0, 9.0]);
+    }
+
+    #[test]
+    fn pools_by_hand() {
+        let x = [1.0f32, 5.0, 2.0, 5.0, 3.0, 0.0, 4.0, 1.0, 6.0];
+        let g = PoolGeom::new(1, 3, 3, [2, 2], [1, 1], [0, 0], false).unwrap();
+        let (mut y, mut a) = (vec![0.0; 4], vec![0u32; 4]);
+        max_pool_forward(&g, &x, &mut y, &mut a);
+        assert_eq!(y, vec![5.0, 5.0, 5.0, 6.0]);
+        assert_eq!(a, vec![1, 1, 3, 8]); // first maximum wins the tie at 1 vs 3
+        let mut avg = vec![0.0; 4];
+        avg_pool_forward(&g, true, &x, &mut avg);
+        assert_eq!(avg, vec![14.0 / 4.0, 10.0 / 4.0, 13.0 / 4.0, 10.0 / 4.0]);
+        // ceil_mode: 3 with k=2,s=2 -> 2 windows, the second clipped.
+        let g = PoolGeom::new(1, 3, 3, [2, 2], [2, 2], [0, 0], true).unwrap();
+        assert_eq!((g.ho, g.wo), (2, 2));
+        assert_eq!(adaptive_bins(5, 3), vec![(0, 2), (1, 4), (3, 5)]);
+    }
+}

@@ -1,0 +1,31 @@
+//! `attrib-dfdx` runs convolutional networks on dfdx 0.13 tensors and its tape and
+//! implements attrib's [`Model`](attrib_core::Model) and
+//! [`LayerTap`](attrib_core::LayerTap) for them.
+//!
+//! dfdx's own convolution and pooling exist only behind its `nightly` feature, which
+//! no longer builds, so this crate defines them ([`ops`]): host kernels (im2col +
+//! gemm 0.19 for convolutions, direct kernels for depthwise ones) registered on the
+//! tape with `Tape::add_backward_op`. Rectifiers take the [`Rectifier`] rule of the
+//! pass, so guided backprop and deconvnet reach every ReLU and ReLU6, including
+//! reused and residual ones. A pass that only needs a tapped layer starts recording
+//! at that layer, so nothing below it is run backwards, and no pass computes weight
+//! gradients.
+//!
+//! [`NetworkBuilder`] assembles networks from named layers (the names are the tap
+//! names). The CPU is the default device; the `cuda` feature adds dfdx's CUDA device,
+//! on which the same host kernels run with buffers copied to and from the GPU (see
+//! the README for what is verified on a GPU).
+//!
+//! [`Rectifier`]: attrib_core::Rectifier
+
+mod device;
+pub mod kernels;
+mod layers;
+mod network;
+pub mod ops;
+
+pub use device::{Elem, KernelDevice};
+pub use dfdx::tensor::Cpu;
+pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
+pub use network::{Network, NetworkBuilder, ValueId};
+pub use ops::{Conv2dConfig, Padding, Pool2dConfig};

@@ -1,0 +1,503 @@
+//! Networks as a flat graph of named nodes, and the executor that turns one
+//! [`BackwardRequest`] into one forward and one backward pass on dfdx's tape.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use attrib_core::{
+    check_input, BackwardOutput, BackwardRequest, Error, LayerInfo, LayerTap, LinearHead, Model, Rectifier,
+    RectifierKind, Result, TapOutput,
+};
+use dfdx::tensor::{Cpu, NoneTape, OwnedTape, PutTape, Tape};
+use ndarray::{Array2, Array4, ArrayView4};
+
+use crate::layers::{BatchNorm2d, Conv2d, Layer, Linear};
+use crate::ops::{self, backend, tensor4, Pool2dConfig, Tensor4};
+use crate::{Elem, KernelDevice};
+
+/// A handle on a value in a network under construction, for residual connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueId(usize);
+
+#[derive(Debug, Clone)]
+struct Node<E> {
+    layer: Layer<E>,
+    inputs: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Name {
+    name: String,
+    value: usize,
+    kind: &'static str,
+}
+
+/// Assembles a [`Network`] layer by layer. Names are tap names; [`scope`]s prefix
+/// them (`layer1.0.conv1`) and name their output (`layer1.0`), as PyTorch module
+/// paths do. Shapes are checked as layers are added, for the nominal input.
+///
+/// [`scope`]: NetworkBuilder::scope
+#[derive(Debug, Clone)]
+pub struct NetworkBuilder<E> {
+    input_shape: [usize; 3],
+    nodes: Vec<Node<E>>,
+    shapes: Vec<[usize; 3]>,
+    names: Vec<Name>,
+    current: usize,
+    prefix: Vec<String>,
+    default_layer: Option<String>,
+}
+
+impl<E: Elem> NetworkBuilder<E> {
+    /// A builder for inputs of shape `(C, H, W)`.
+    pub fn new(input_shape: [usize; 3]) -> Self {
+        NetworkBuilder {
+            input_shape,
+            nodes: Vec::new(),
+            shapes: vec![input_shape],
+            names: Vec::new(),
+            current: 0,
+            prefix: Vec::new(),
+            default_layer: None,
+        }
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        let mut parts = self.prefix.clone();
+        parts.push(name.to_string());
+        parts.join(".")
+    }
+
+    fn register(&mut self, name: String, value: usize, kind: &'static str) -> Result<()> {
+        if name.is_empty() || self.names.iter().any(|n| n.name == name) {
+            return Err(Error::param("layer name", format!("`{name}` is empty or already used")));
+        }
+        self.names.push(Name { name, value, kind });
+        Ok(())
+    }
+
+    /// Adds a node computing `layer` on `inputs` (value ids) and makes it current.
+    fn push(&mut self, name: &str, layer: Layer<E>, inputs: Vec<usize>) -> Result<&mut Self> {
+        let full = self.full_name(name);
+        let in_shapes: Vec<[usize; 3]> = inputs.iter().map(|&v| self.shapes[v]).collect();
+        let shape = layer.out_shape(&in_shapes).map_err(|e| match e {
+            Error::ShapeMismatch { what, expected, got } => Error::ShapeMismatch {
+                what: format!("layer `{full}`: {what}"),
+                expected,
+                got,
+            },
+            Error::InvalidParameter { name, reason } => Error::InvalidParameter {
+                name: format!("layer `{full}`: {name}"),
+                reason,
+            },
+            other => other,
+        })?;
+        let kind = layer.kind();
+        self.register(full, self.shapes.len(), kind)?;
+        self.nodes.push(Node { layer, inputs });
+        self.shapes.push(shape);
+        self.current = self.shapes.len() - 1;
+        Ok(self)
+    }
+
+    /// Adds `layer` on the current value.
+    pub fn layer(&mut self, name: &str, layer: Layer<E>) -> Result<&mut Self> {
+        if layer.arity() != 1 {
+            return Err(Error::param("layer", format!("`{name}` takes two inputs: use `add`")));
+        }
+        self.push(name, layer, vec![self.current])
+    }
+
+    /// A convolution.
+    pub fn conv2d(&mut self, name: &str, conv: Conv2d<E>) -> Result<&mut Self> {
+        self.layer(name, Layer::Conv2d(conv))
+    }
+
+    /// Inference batch norm.
+    pub fn batch_norm(&mut self, name: &str, bn: BatchNorm2d<E>) -> Result<&mut Self> {
+        self.layer(name, Layer::BatchNorm2d(bn))
+    }
+
+    /// ReLU.
+    pub fn relu(&mut self, name: &str) -> Result<&mut Self> {
+        self.layer(name, Layer::Rectifier(RectifierKind::Relu))
+    }
+
+    /// ReLU6.
+    pub fn relu6(&mut self, name: &str) -> Result<&mut Self> {
+        self.layer(name, Layer::Rectifier(RectifierKind::Relu6))
+    }
+
+    /// Max pool.
+    pub fn max_pool(&mut self, name: &str, cfg: Pool2dConfig) -> Result<&mut Self> {
+        self.layer(name, Layer::MaxPool2d(cfg))
+    }
+
+    /// Average pool (`count_include_pad` as PyTorch's default, true).
+    pub fn avg_pool(&mut self, name: &str, cfg: Pool2dConfig) -> Result<&mut Self> {
+        self.layer(
+            name,
+            Layer::AvgPool2d {
+                cfg,
+                count_include_pad: true,
+            },
+        )
+    }
+
+    /// Adaptive average pool to `(ho, wo)`.
+    pub fn adaptive_avg_pool(&mut self, name: &str, out_hw: [usize; 2]) -> Result<&mut Self> {
+        self.layer(name, Layer::AdaptiveAvgPool2d(out_hw))
+    }
+
+    /// Global average pool.
+    pub fn global_avg_pool(&mut self, name: &str) -> Result<&mut Self> {
+        self.adaptive_avg_pool(name, [1, 1])
+    }
+
+    /// Flatten to `(N, C*H*W, 1, 1)`.
+    pub fn flatten(&mut self, name: &str) -> Result<&mut Self> {
+        self.layer(name, Layer::Flatten)
+    }
+
+    /// Fully connected layer.
+    pub fn linear(&mut self, name: &str, linear: Linear<E>) -> Result<&mut Self> {
+        self.layer(name, Layer::Linear(linear))
+    }
+
+    /// Dropout: the identity at inference. The name taps the same value.
+    pub fn dropout(&mut self, name: &str) -> Result<&mut Self> {
+        let full = self.full_name(name);
+        self.register(full, self.current, "dropout")?;
+        Ok(self)
+    }
+
+    /// Gives the current value one more tap name (e.g. the block it ends).
+    pub fn alias(&mut self, name: &str) -> Result<&mut Self> {
+        let full = self.full_name(name);
+        let kind = self.names.iter().rev().find(|n| n.value == self.current).map_or("input", |n| n.kind);
+        self.register(full, self.current, kind)?;
+        Ok(self)
+    }
+
+    /// `current + other`: the residual connection.
+    pub fn add(&mut self, name: &str, other: ValueId) -> Result<&mut Self> {
+        self.push(name, Layer::Add, vec![self.current, other.0])
+    }
+
+    /// The current value, to come back to for a residual branch.
+    pub fn current(&self) -> ValueId {
+        ValueId(self.current)
+    }
+
+    /// Continues from `value` (to build a shortcut branch, for example).
+    pub fn set_current(&mut self, value: ValueId) -> &mut Self {
+        self.current = value.0;
+        self
+    }
+
+    /// Builds the layers added by `f` under the name prefix `name.`, then names the
+    /// resulting value `name` (a PyTorch submodule's output).
+    pub fn scope(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<&mut Self> {
+        self.prefix.push(name.to_string());
+        let r = f(self);
+        self.prefix.pop();
+        r?;
+        let full = self.full_name(name);
+        let kind = self.names.iter().rev().find(|n| n.value == self.current).map_or("input", |n| n.kind);
+        self.register(full, self.current, kind)?;
+        Ok(self)
+    }
+
+    /// Sets the layer Grad-CAM uses by default (otherwise: the last rectified map
+    /// before the head).
+    pub fn default_layer(&mut self, name: &str) -> &mut Self {
+        self.default_layer = Some(name.to_string());
+        self
+    }
+
+    /// Builds on the CPU.
+    pub fn build(self) -> Result<Network<E, Cpu>> {
+        self.build_on(Cpu::default())
+    }
+
+    /// Builds on `device`.
+    pub fn build_on<D: KernelDevice<E>>(self, device: D) -> Result<Network<E, D>> {
+        let out = *self.shapes.last().expect("the input shape is always present");
+        if self.nodes.is_empty() || out[1] != 1 || out[2] != 1 {
+            return Err(Error::shape(
+                "network output",
+                "(K, 1, 1): end with a linear layer or a global pool",
+                format!("{out:?}"),
+            ));
+        }
+        if self.current != self.shapes.len() - 1 {
+            return Err(Error::param("network", "the last added layer must be the output"));
+        }
+        let head = self
+            .nodes
+            .iter()
+            .position(|n| matches!(n.layer, Layer::Flatten | Layer::Linear(_) | Layer::AdaptiveAvgPool2d([1, 1])))
+            .unwrap_or(self.nodes.len());
+        let default_value = (0..head)
+            .rev()
+            .find(|&i| matches!(self.nodes[i].layer, Layer::Rectifier(_)))
+            .or(head.checked_sub(1))
+            .map(|i| i + 1)
+            .unwrap_or(self.shapes.len() - 1);
+        let default_layer = match self.default_layer {
+            Some(name) => {
+                if !self.names.iter().any(|n| n.name == name) {
+                    return Err(Error::UnknownLayer {
+                        name,
+                        valid: self.names.iter().map(|n| n.name.clone()).collect(),
+                    });
+                }
+                name
+            }
+            // The outermost name of the value: `layer4` rather than `layer4.1.relu`.
+            None => self
+                .names
+                .iter()
+                .rev()
+                .find(|n| n.value == default_value)
+                .map(|n| n.name.clone())
+                .expect("every node has a name"),
+        };
+        let mut last_use = vec![0usize; self.shapes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &v in &n.inputs {
+                last_use[v] = i;
+            }
+        }
+        Ok(Network {
+            device,
+            input_shape: self.input_shape,
+            nodes: self.nodes,
+            shapes: self.shapes,
+            names: self.names,
+            default_layer,
+            last_use,
+        })
+    }
+}
+
+/// A network on dfdx tensors: implements [`Model`] and [`LayerTap`].
+#[derive(Debug, Clone)]
+pub struct Network<E: Elem, D: KernelDevice<E> = Cpu> {
+    device: D,
+    input_shape: [usize; 3],
+    nodes: Vec<Node<E>>,
+    shapes: Vec<[usize; 3]>,
+    names: Vec<Name>,
+    default_layer: String,
+    last_use: Vec<usize>,
+}
+
+type Capture<E> = Arc<Mutex<Option<Vec<E>>>>;
+
+impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
+    /// The device the network runs on.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    fn value_of(&self, name: &str) -> Result<usize> {
+        self.names.iter().find(|n| n.name == name).map(|n| n.value).ok_or_else(|| Error::UnknownLayer {
+            name: name.to_string(),
+            valid: self.names.iter().map(|n| n.name.clone()).collect(),
+        })
+    }
+
+    fn node_forward<T: Tape<E, D>>(&self, node: &Node<E>, ins: &[&Tensor4<E, D>], rule: Rectifier, tape: &mut T) -> Result<Tensor4<E, D>> {
+        let x = ins[0];
+        match &node.layer {
+            Layer::Conv2d(c) => ops::conv2d_op(x, &c.weight, c.shape, c.bias.as_ref(), &c.cfg, None, tape),
+            Layer::BatchNorm2d(bn) => ops::affine_op(x, &bn.scale, &bn.shift, tape),
+            Layer::Rectifier(kind) => ops::rectify_op(x, *kind, rule, tape),
+            Layer::MaxPool2d(cfg) => ops::max_pool_op(x, cfg, tape),
+            Layer::AvgPool2d { cfg, count_include_pad } => ops::avg_pool_op(x, cfg, *count_include_pad, tape),
+            Layer::AdaptiveAvgPool2d(hw) => ops::adaptive_avg_pool_op(x, *hw, tape),
+            Layer::Flatten => ops::flatten_op(x, tape),
+            Layer::Linear(l) => ops::linear_op(x, &l.weight, l.shape, l.bias.as_ref(), None, tape),
+            Layer::Add => ops::add_op(x, ins[1], tape),
+        }
+    }
+
+    fn input_tensor(&self, input: &ArrayView4<E>) -> Result<Tensor4<E, D>> {
+        check_input(input, self.input_shape[0])?;
+        let (n, c, h, w) = input.dim();
+        tensor4(&self.device, input.iter().copied().collect(), [n, c, h, w])
+    }
+
+    /// Runs the nodes: those before `record_from` untraced, the rest on `tape`. Keeps
+    /// the values in `keep` (and the output), frees the others after their last use,
+    /// and registers a gradient capture for every value in `capture`.
+    fn run(
+        &self,
+        x: Tensor4<E, D>,
+        rule: Rectifier,
+        record_from: usize,
+        tape: &mut OwnedTape<E, D>,
+        keep: &HashSet<usize>,
+        capture: &[(usize, Capture<E>)],
+    ) -> Result<Vec<Option<Tensor4<E, D>>>> {
+        let mut values: Vec<Option<Tensor4<E, D>>> = vec![None; self.shapes.len()];
+        values[0] = Some(x);
+        let last = self.nodes.len();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let out = {
+                let ins: Vec<&Tensor4<E, D>> =
+                    node.inputs.iter().map(|&v| values[v].as_ref().expect("inputs are freed only after their last use")).collect();
+                if i >= record_from {
+                    self.node_forward(node, &ins, rule, tape)?
+                } else {
+                    self.node_forward(node, &ins, rule, &mut NoneTape)?
+                }
+            };
+            let v = i + 1;
+            for (_, cell) in capture.iter().filter(|(cv, _)| *cv == v) {
+                // Pushed after the producer's backward op, so it runs after every
+                // consumer has added its share and before the producer consumes it.
+                let g = out.ghost();
+                let cell = cell.clone();
+                tape.add_backward_op(move |grads| {
+                    let host = D::read_host(grads.get_or_alloc_mut(&g)?)?;
+                    *cell.lock().expect("capture lock") = Some(host);
+                    Ok(())
+                });
+            }
+            values[v] = Some(out);
+            for &u in &node.inputs {
+                if self.last_use[u] == i && u != 0 && !keep.contains(&u) {
+                    values[u] = None;
+                }
+            }
+        }
+        debug_assert!(values[last].is_some());
+        Ok(values)
+    }
+
+    fn to_array4(&self, t: &Tensor4<E, D>) -> Array4<E> {
+        let [n, c, h, w] = ops::dims(t);
+        Array4::from_shape_vec((n, c, h, w), t.as_vec()).expect("tensor length matches its shape")
+    }
+
+    fn scores_of(&self, t: &Tensor4<E, D>) -> Array2<E> {
+        let [n, k, ..] = ops::dims(t);
+        Array2::from_shape_vec((n, k), t.as_vec()).expect("the output is (N, K, 1, 1)")
+    }
+}
+
+impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    fn num_outputs(&self) -> usize {
+        self.shapes.last().map_or(0, |s| s[0])
+    }
+
+    fn forward(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
+        let x = self.input_tensor(&input)?;
+        let mut tape = OwnedTape::default();
+        let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &HashSet::new(), &[])?;
+        Ok(self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept")))
+    }
+
+    fn backward(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
+        let x = self.input_tensor(&req.input)?;
+        let tap_values: Vec<usize> = req.taps.iter().map(|t| self.value_of(t)).collect::<Result<_>>()?;
+        // Without the input gradient the tape starts at the earliest tap: nothing
+        // below it is recorded or run backwards (node i produces value i + 1).
+        let record_from = if req.input_grad { 0 } else { tap_values.iter().copied().min().unwrap_or(usize::MAX) };
+        let captures: Vec<(usize, Capture<E>)> = tap_values.iter().map(|&v| (v, Arc::new(Mutex::new(None)))).collect();
+        let keep: HashSet<usize> = tap_values.iter().copied().collect();
+        let mut tape = OwnedTape::default();
+        let values = self.run(x.clone(), req.rectifier, record_from, &mut tape, &keep, &captures)?;
+        let out = values.last().cloned().flatten().expect("output kept");
+        let scores = self.scores_of(&out);
+        let target = req.target.resolve(scores.view())?;
+        let mut output = BackwardOutput {
+            scores,
+            target,
+            input_grad: None,
+            taps: Vec::new(),
+        };
+        if !req.input_grad && tap_values.is_empty() {
+            return Ok(output);
+        }
+        let loss = ops::seed_loss(out.put_tape(tape), output.target.seed.iter().copied().collect())?;
+        let mut grads = D::run_backward(loss).map_err(backend)?;
+        if req.input_grad {
+            let g = D::read_host(grads.get_or_alloc_mut(&x).map_err(backend)?).map_err(backend)?;
+            let (n, c, h, w) = req.input.dim();
+            output.input_grad = Some(Array4::from_shape_vec((n, c, h, w), g).map_err(backend)?);
+        }
+        for ((name, &v), (_, cell)) in req.taps.iter().zip(&tap_values).zip(&captures) {
+            let act = values[v].as_ref().expect("taps are kept");
+            let activation = self.to_array4(act);
+            let g = cell.lock().expect("capture lock").take().unwrap_or_else(|| vec![E::zero(); activation.len()]);
+            let gradient = Array4::from_shape_vec(activation.dim(), g).map_err(backend)?;
+            output.taps.push(TapOutput {
+                name: name.clone(),
+                activation,
+                gradient,
+            });
+        }
+        Ok(output)
+    }
+}
+
+impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
+    fn layers(&self) -> Vec<LayerInfo> {
+        self.names
+            .iter()
+            .map(|n| LayerInfo {
+                name: n.name.clone(),
+                kind: n.kind.to_string(),
+                shape: self.shapes[n.value],
+                rectified: n.value > 0 && matches!(self.nodes[n.value - 1].layer, Layer::Rectifier(_)),
+            })
+            .collect()
+    }
+
+    fn default_layer(&self) -> String {
+        self.default_layer.clone()
+    }
+
+    fn activations(&self, input: ArrayView4<E>, layers: &[String]) -> Result<(Array2<E>, Vec<Array4<E>>)> {
+        let x = self.input_tensor(&input)?;
+        let wanted: Vec<usize> = layers.iter().map(|l| self.value_of(l)).collect::<Result<_>>()?;
+        let keep: HashSet<usize> = wanted.iter().copied().collect();
+        let mut tape = OwnedTape::default();
+        let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
+        let scores = self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept"));
+        let acts = wanted.iter().map(|&v| self.to_array4(values[v].as_ref().expect("kept"))).collect();
+        Ok((scores, acts))
+    }
+
+    fn linear_head(&self) -> Option<LinearHead<E>> {
+        let last = self.nodes.last()?;
+        let Layer::Linear(fc) = &last.layer else {
+            return None;
+        };
+        // Walk back from the classifier through flattens to a global average pool.
+        let mut v = last.inputs[0];
+        loop {
+            let node = self.nodes.get(v.checked_sub(1)?)?;
+            match node.layer {
+                Layer::Flatten => v = node.inputs[0],
+                Layer::AdaptiveAvgPool2d([1, 1]) => {
+                    let map = node.inputs[0];
+                    let layer = self.names.iter().rev().find(|n| n.value == map)?.name.clone();
+                    return Some(LinearHead {
+                        layer,
+                        weight: fc.weight(),
+                        bias: fc.bias(),
+                    });
+                }
+                _ => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! Ops dfdx 0.13 lacks on stable (its conv/pool are nightly-only), registered on its
+//! tape with `Tape::add_backward_op`. Each op computes its forward with the host
+//! kernels in [`crate::kernels`] and records a backward closure that
+//!
+//! * takes the gradient of its output (consuming it: memory is freed as the backward
+//!   pass proceeds),
+//! * adds the gradient of its inputs, and of its parameters only when the caller
+//!   traced them (attribution never does),
+//! * for rectifiers, follows the [`Rectifier`] rule chosen for the pass.
+//!
+//! The functions taking tape-carrying tensors (`conv2d`, `rectify`, ...) are the
+//! public, dfdx-style API; the networks in [`crate::network`] call the `*_op`
+//! versions, which take the tape separately so that one forward can switch from
+//! untraced to traced at a tap.
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use attrib_core::{Error, Rectifier, RectifierKind, Result};
+use dfdx::shapes::{HasShape, Rank0};
+use dfdx::tensor::{Merge, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
+
+use crate::kernels::{self, ConvGeom, PoolGeom};
+use crate::{Elem, KernelDevice};
+
+/// The runtime NCHW shape every activation has; vectors are `(N, F, 1, 1)`.
+pub type Shape4 = (usize, usize, usize, usize);
+
+/// A 4-d tensor on device `D` with tape `T`.
+pub type Tensor4<E, D, T = NoneTape> = Tensor<Shape4, E, D, T>;
+
+/// A 1-d tensor (biases).
+pub type Tensor1<E, D, T = NoneTape> = Tensor<(usize,), E, D, T>;
+
+pub(crate) fn backend(e: impl Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+/// The NCHW dimensions of a 4-d tensor.
+pub fn dims<E, D: dfdx::tensor::Storage<E>, T>(t: &Tensor4<E, D, T>) -> [usize; 4] {
+    let s = t.shape();
+    [s.0, s.1, s.2, s.3]
+}
+
+/// A 4-d tensor from host data, checking the length.
+pub fn tensor4<E: Elem, D: KernelDevice<E>>(dev: &D, data: Vec<E>, shape: [usize; 4]) -> Result<Tensor4<E, D>> {
+    let n: usize = shape.iter().product();
+    if data.len() != n {
+        return Err(Error::shape("tensor data", format!("{n} values for {shape:?}"), format!("{} values", data.len())));
+    }
+    dev.try_tensor_from_vec(data, (shape[0], shape[1], shape[2], shape[3])).map_err(backend)
+}
+
+/// Records a backward closure for `out = op(inputs)`: it takes `dL/d out` and adds
+/// the per-input gradients that `back` returns (in input order).
+fn record<E, D, T>(
+    tape: &mut T,
+    out: &Tensor4<E, D>,
+    inputs: &[&Tensor4<E, D>],
+    back: impl FnOnce(Vec<E>) -> Vec<Vec<E>> + 'static,
+) where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D>,
+{
+    if !T::OWNS_TAPE {
+        return;
+    }
+    let out_g = out.ghost();
+    let in_g: Vec<_> = inputs.iter().map(|t| t.ghost()).collect();
+    tape.add_backward_op(move |grads| {
+        let dy = D::take_host(grads.get_or_alloc_mut(&out_g)?)?;
+        for (g, dx) in in_g.iter().zip(back(dy)) {
+            D::add_host(grads.get_or_alloc_mut(g)?, &dx)?;
+        }
+        Ok(())
+    });
+}
+
+/// Zero padding of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Fixed padding: top, bottom, left, right.
+    Explicit([usize; 4]),
+    /// TensorFlow's "same": output `ceil(in / stride)`, the odd pixel of padding at the
+    /// bottom/right. Computed from each input's size, so it is asymmetric when needed.
+    Same,
+}
+
+impl Padding {
+    /// Symmetric padding of `p` on every side (PyTorch's `padding=p`).
+    pub fn symmetric(p: usize) -> Self {
+        Padding::Explicit([p; 4])
+    }
+
+    /// The four paddings for an input of `h x w`.
+    pub fn resolve(&self, h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> [usize; 4] {
+        match *self {
+            Padding::Explicit(p) => p,
+            Padding::Same => {
+                let same = |len: usize, k: usize, s: usize, d: usize| {
+                    let out = len.div_ceil(s.max(1));
+                    let total = ((out.max(1) - 1) * s + (k.max(1) - 1) * d + 1).saturating_sub(len);
+                    (total / 2, total - total / 2)
+                };
+                let (t, b) = same(h, kernel[0], stride[0], dilation[0]);
+                let (l, r) = same(w, kernel[1], stride[1], dilation[1]);
+                [t, b, l, r]
+            }
+        }
+    }
+}
+
+/// Stride, dilation, padding and groups of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Stride (vertical, horizontal).
+    pub stride: [usize; 2],
+    /// Dilation (vertical, horizontal).
+    pub dilation: [usize; 2],
+    /// Zero padding.
+    pub padding: Padding,
+    /// Channel groups; `in_channels` for depthwise.
+    pub groups: usize,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            stride: [1, 1],
+            dilation: [1, 1],
+            padding: Padding::Explicit([0; 4]),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dConfig {
+    /// Validates the convolution of an input of shape `x` with weights `w`.
+    pub fn geometry(&self, x: [usize; 4], w: [usize; 4]) -> Result<ConvGeom> {
+        let kernel = [w[2], w[3]];
+        let pad = self.padding.resolve(x[2], x[3], kernel, self.stride, self.dilation);
+        ConvGeom::new(x, w[0], w[1], kernel, self.stride, self.dilation, pad, self.groups)
+    }
+}
+
+/// A pooling window: kernel, stride, symmetric padding, PyTorch's `ceil_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2dConfig {
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Padding (vertical, horizontal), at most half the kernel.
+    pub padding: [usize; 2],
+    /// Round the output size up instead of down.
+    pub ceil_mode: bool,
+}
+
+impl Pool2dConfig {
+    /// A square window `k`, stride `s`, padding `p`.
+    pub fn new(k: usize, s: usize, p: usize) -> Self {
+        Pool2dConfig {
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            ceil_mode: false,
+        }
+    }
+
+    /// Validates the window on an input of shape `x`.
+    pub fn geometry(&self, x: [usize; 4]) -> Result<PoolGeom> {
+        PoolGeom::new(x[0] * x[1], x[2], x[3], self.kernel, self.stride, self.padding, self.ceil_mode)
+    }
+}
+
+/// Where parameter gradients go when the caller traces the parameters.
+pub(crate) struct ParamGrads<'a, E, D: dfdx::tensor::Storage<E>> {
+    pub weight: &'a Tensor4<E, D>,
+    pub bias: Option<&'a Tensor1<E, D>>,
+}
+
+fn record_params<E, D, T>(
+    tape: &mut T,
+    out: &Tensor4<E, D>,
+    params: ParamGrads<'_, E, D>,
+    back: impl FnOnce(&[E], &mut [E], Option<&mut [E]>) + 'static,
+) where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D>,
+{
+    if !T::OWNS_TAPE {
+        return;
+    }
+    let out_g = out.ghost();
+    let w_g = params.weight.ghost();
+    let w_len = params.weight.shape().num_elements_of();
+    let b = params.bias.map(|b| (b.ghost(), b.shape().0));
+    // Pushed after the input-gradient closure, so it runs first and must read `dy`
+    // without consuming it.
+    tape.add_backward_op(move |grads| {
+        let dy = D::read_host(grads.get_or_alloc_mut(&out_g)?)?;
+        let mut dw = vec![E::zero(); w_len];
+        let mut db = b.as_ref().map(|(_, n)| vec![E::zero(); *n]);
+        back(&dy, &mut dw, db.as_deref_mut());
+        D::add_host(grads.get_or_alloc_mut(&w_g)?, &dw)?;
+        if let (Some((g, _)), Some(db)) = (&b, db) {
+            D::add_host(grads.get_or_alloc_mut(g)?, &db)?;
+        }
+        Ok(())
+    });
+}
+
+trait NumElements {
+    fn num_elements_of(&self) -> usize;
+}
+
+impl NumElements for Shape4 {
+    fn num_elements_of(&self) -> usize {
+        self.0 * self.1 * self.2 * self.3
+    }
+}
+
+/// Convolution with host weights `(c_out, c_in/groups, kh, kw)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    weight: &Arc<Vec<E>>,
+    wshape: [usize; 4],
+    bias: Option<&Arc<Vec<E>>>,
+    cfg: &Conv2dConfig,
+    params: Option<ParamGrads<'_, E, D>>,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let g = cfg.geometry(dims(x), wshape)?;
+    let xs = x.as_vec();
+    let mut y = vec![E::zero(); g.out_len()];
+    kernels::conv2d_forward(&g, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
+    let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
+    let w = weight.clone();
+    record(tape, &out, &[x], move |dy| {
+        let mut dx = vec![E::zero(); g.n * g.c_in * g.h * g.w];
+        kernels::conv2d_backward_input(&g, &dy, &w, &mut dx);
+        vec![dx]
+    });
+    if let Some(p) = params {
+        record_params(tape, &out, p, move |dy, dw, db| kernels::conv2d_backward_weight(&g, &xs, dy, dw, db));
+    }
+    Ok(out)
+}
+
+/// Inference batch norm as a per-channel affine map `x * scale + shift`.
+pub(crate) fn affine_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    scale: &Arc<Vec<E>>,
+    shift: &Arc<Vec<E>>,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let [n, c, h, w] = dims(x);
+    if scale.len() != c {
+        return Err(Error::shape("batch norm channels", scale.len(), c));
+    }
+    let plane = h * w;
+    let mut y = x.as_vec();
+    for (i, p) in y.chunks_mut(plane.max(1)).enumerate().take(n * c) {
+        let (a, b) = (scale[i % c], shift[i % c]);
+        p.iter_mut().for_each(|v| *v = *v * a + b);
+    }
+    let out = tensor4(x.device(), y, [n, c, h, w])?;
+    let scale = scale.clone();
+    record(tape, &out, &[x], move |mut dy| {
+        for (i, p) in dy.chunks_mut(plane.max(1)).enumerate().take(n * c) {
+            let a = scale[i % c];
+            p.iter_mut().for_each(|v| *v *= a);
+        }
+        vec![dy]
+    });
+    Ok(out)
+}
+
+/// A rectifier whose backward follows `rule`.
+pub(crate) fn rectify_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    kind: RectifierKind,
+    rule: Rectifier,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let xs = x.as_vec();
+    let y = xs.iter().map(|&v| kind.apply(v)).collect();
+    let out = tensor4(x.device(), y, dims(x))?;
+    if T::OWNS_TAPE {
+        // Deconvnet ignores the forward input, so keep no mask for it.
+        let active: Vec<bool> = match rule {
+            Rectifier::Deconvnet => Vec::new(),
+            _ => xs.iter().map(|&v| kind.active(v)).collect(),
+        };
+        record(tape, &out, &[x], move |mut dy| {
+            for (i, g) in dy.iter_mut().enumerate() {
+                *g = rule.pass(active.get(i).copied().unwrap_or(false), *g);
+            }
+            vec![dy]
+        });
+    }
+    Ok(out)
+}
+
+/// Max pool; backward routes each gradient through its argmax switch.
+pub(crate) fn max_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    cfg: &Pool2dConfig,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let [n, c, ..] = dims(x);
+    let g = cfg.geometry(dims(x))?;
+    let xs = x.as_vec();
+    let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
+    let mut arg = vec![0u32; y.len()];
+    kernels::max_pool_forward(&g, &xs, &mut y, &mut arg);
+    let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
+    record(tape, &out, &[x], move |dy| {
+        let mut dx = vec![E::zero(); g.planes * g.h * g.w];
+        kernels::max_pool_backward(&g, &dy, &arg, &mut dx);
+        vec![dx]
+    });
+    Ok(out)
+}
+
+/// Average pool (PyTorch's `count_include_pad` semantics).
+pub(crate) fn avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    cfg: &Pool2dConfig,
+    count_include_pad: bool,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let [n, c, ..] = dims(x);
+    let g = cfg.geometry(dims(x))?;
+    let xs = x.as_vec();
+    let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
+    kernels::avg_pool_forward(&g, count_include_pad, &xs, &mut y);
+    let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
+    record(tape, &out, &[x], move |dy| {
+        let mut dx = vec![E::zero(); g.planes * g.h * g.w];
+        kernels::avg_pool_backward(&g, count_include_pad, &dy, &mut dx);
+        vec![dx]
+    });
+    Ok(out)
+}
+
+/// Adaptive average pool to `out = (ho, wo)`; `(1, 1)` is global average pooling.
+pub(crate) fn adaptive_avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    out_hw: [usize; 2],
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let [n, c, h, w] = dims(x);
+    let [ho, wo] = out_hw;
+    if ho == 0 || wo == 0 || h == 0 || w == 0 {
+        return Err(Error::shape("adaptive average pool", "non-empty input and output", format!("{h}x{w} -> {ho}x{wo}")));
+    }
+    let xs = x.as_vec();
+    let mut y = vec![E::zero(); n * c * ho * wo];
+    kernels::adaptive_avg_forward(n * c, h, w, ho, wo, &xs, &mut y);
+    let out = tensor4(x.device(), y, [n, c, ho, wo])?;
+    record(tape, &out, &[x], move |dy| {
+        let mut dx = vec![E::zero(); n * c * h * w];
+        kernels::adaptive_avg_backward(n * c, h, w, ho, wo, &dy, &mut dx);
+        vec![dx]
+    });
+    Ok(out)
+}
+
+/// `(N, C, H, W) -> (N, C*H*W, 1, 1)`, PyTorch's `flatten(1)` order.
+pub(crate) fn flatten_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(x: &Tensor4<E, D>, tape: &mut T) -> Result<Tensor4<E, D>> {
+    let [n, c, h, w] = dims(x);
+    let out = tensor4(x.device(), x.as_vec(), [n, c * h * w, 1, 1])?;
+    record(tape, &out, &[x], |dy| vec![dy]);
+    Ok(out)
+}
+
+/// Fully connected layer on `(N, F, 1, 1)` with host weights `(K, F)`.
+pub(crate) fn linear_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    weight: &Arc<Vec<E>>,
+    wshape: [usize; 2],
+    bias: Option<&Arc<Vec<E>>>,
+    params: Option<ParamGrads<'_, E, D>>,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    let [n, f, h, w] = dims(x);
+    let [k, wf] = wshape;
+    if h != 1 || w != 1 || f != wf {
+        return Err(Error::shape(
+            "linear input",
+            format!("(N, {wf}, 1, 1) (flatten or pool before a linear layer)"),
+            format!("({n}, {f}, {h}, {w})"),
+        ));
+    }
+    let xs = x.as_vec();
+    let mut y = vec![E::zero(); n * k];
+    kernels::linear_forward(n, f, k, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
+    let out = tensor4(x.device(), y, [n, k, 1, 1])?;
+    let wc = weight.clone();
+    record(tape, &out, &[x], move |dy| {
+        let mut dx = vec![E::zero(); n * f];
+        kernels::linear_backward_input(n, f, k, &dy, &wc, &mut dx);
+        vec![dx]
+    });
+    if let Some(p) = params {
+        record_params(tape, &out, p, move |dy, dw, db| kernels::linear_backward_weight(n, f, k, &xs, dy, dw, db));
+    }
+    Ok(out)
+}
+
+/// Elementwise sum of two same-shaped tensors (residual connections).
+pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    a: &Tensor4<E, D>,
+    b: &Tensor4<E, D>,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
+    if dims(a) != dims(b) {
+        return Err(Error::shape("residual add", format!("{:?}", dims(a)), format!("{:?}", dims(b))));
+    }
+    let y = a.as_vec().into_iter().zip(b.as_vec()).map(|(u, v)| u + v).collect();
+    let out = tensor4(a.device(), y, dims(a))?;
+    record(tape, &out, &[a, b], |dy| vec![dy.clone(), dy]);
+    Ok(out)
+}
+
+/// The scalar `sum(seed * y)`: backward starts from `seed` as `dL/dy`. This is how a
+/// target becomes the first gradient of the pass.
+pub fn seed_loss<E: Elem, D: KernelDevice<E>>(
+    y: Tensor4<E, D, OwnedTape<E, D>>,
+    seed: Vec<E>,
+) -> Result<Tensor<Rank0, E, D, OwnedTape<E, D>>> {
+    let (y, mut tape) = y.split_tape();
+    let ys = y.as_vec();
+    if ys.len() != seed.len() {
+        return Err(Error::shape("seed", format!("{} values", ys.len()), format!("{} values", seed.len())));
+    }
+    let v = ys.iter().zip(&seed).fold(E::zero(), |a, (&p, &q)| a + p * q);
+    let loss = y.device().try_tensor_from_vec(vec![v], ()).map_err(backend)?;
+    let y_g = y.ghost();
+    let loss_g = loss.ghost();
+    tape.add_backward_op(move |grads| {
+        let d = D::read_host(grads.get_or_alloc_mut(&loss_g)?)?;
+        let scale = d.first().copied().unwrap_or_else(E::one);
+        let g: Vec<E> = seed.iter().map(|&s| s * scale).collect();
+        D::add_host(grads.get_or_alloc_mut(&y_g)?, &g)
+    });
+    Ok(loss.put_tape(tape))
+}
+
+fn with_tape<E, D, T>(
+    x: Tensor4<E, D, T>,
+    f: impl FnOnce(&Tensor4<E, D>, &mut T) -> Result<Tensor4<E, D>>,
+) -> Result<Tensor4<E, D, T>>
+where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D>,
+{
+    let (x, mut tape) = x.split_tape();
+    let y = f(&x, &mut tape)?;
+    Ok(y.put_tape(tape))
+}
+
+/// 2-d convolution, `weight (c_out, c_in/groups, kh, kw)`, optional `bias (c_out,)`.
+/// Parameter gradients are computed only when the parameters carry a tape.
+pub fn conv2d<E, D, T, R>(
+    x: Tensor4<E, D, T>,
+    weight: Tensor4<E, D, R>,
+    bias: Option<Tensor1<E, D, R>>,
+    cfg: &Conv2dConfig,
+) -> Result<Tensor4<E, D, T>>
+where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D> + Merge<R>,
+    R: Tape<E, D>,
+{
+    let (x, tx) = x.split_tape();
+    let (w, tw) = weight.split_tape();
+    let mut tape = tx.merge(tw);
+    let (b, tb) = match bias {
+        Some(b) => {
+            let (b, t) = b.split_tape();
+            (Some(b), Some(t))
+        }
+        None => (None, None),
+    };
+    if let Some(tb) = tb {
+        tape = tape.merge(tb);
+    }
+    let wh = Arc::new(w.as_vec());
+    let bh = b.as_ref().map(|b| Arc::new(b.as_vec()));
+    let params = R::OWNS_TAPE.then_some(ParamGrads {
+        weight: &w,
+        bias: b.as_ref(),
+    });
+    let y = conv2d_op(&x, &wh, dims(&w), bh.as_ref(), cfg, params, &mut tape)?;
+    Ok(y.put_tape(tape))
+}
+
+/// Fully connected layer on `(N, F, 1, 1)`, `weight (K, F, 1, 1)`, optional `bias (K,)`.
+pub fn linear<E, D, T, R>(
+    x: Tensor4<E, D, T>,
+    weight: Tensor4<E, D, R>,
+    bias: Option<Tensor1<E, D, R>>,
+) -> Result<Tensor4<E, D, T>>
+where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D> + Merge<R>,
+    R: Tape<E, D>,
+{
+    let (x, tx) = x.split_tape();
+    let (w, tw) = weight.split_tape();
+    let mut tape = tx.merge(tw);
+    let (b, tb) = match bias {
+        Some(b) => {
+            let (b, t) = b.split_tape();
+            (Some(b), Some(t))
+        }
+        None => (None, None),
+    };
+    if let Some(tb) = tb {
+        tape = tape.merge(tb);
+    }
+    let [k, f, ..] = dims(&w);
+    let wh = Arc::new(w.as_vec());
+    let bh = b.as_ref().map(|b| Arc::new(b.as_vec()));
+    let params = R::OWNS_TAPE.then_some(ParamGrads {
+        weight: &w,
+        bias: b.as_ref(),
+    });
+    let y = linear_op(&x, &wh, [k, f], bh.as_ref(), params, &mut tape)?;
+    Ok(y.put_tape(tape))
+}
+
+/// ReLU or ReLU6 whose backward follows `rule`.
+pub fn rectify<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+    kind: RectifierKind,
+    rule: Rectifier,
+) -> Result<Tensor4<E, D, T>> {
+    with_tape(x, |x, t| rectify_op(x, kind, rule, t))
+}
+
+/// Inference batch norm with running statistics.
+pub fn batch_norm2d<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+    bn: &crate::BatchNorm2d<E>,
+) -> Result<Tensor4<E, D, T>> {
+    with_tape(x, |x, t| affine_op(x, &bn.scale, &bn.shift, t))
+}
+
+/// Max pool with switches.
+pub fn max_pool2d<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+    cfg: &Pool2dConfig,
+) -> Result<Tensor4<E, D, T>> {
+    with_tape(x, |x, t| max_pool_op(x, cfg, t))
+}
+
+/// Average pool.
+pub fn avg_pool2d<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+    cfg: &Pool2dConfig,
+    count_include_pad: bool,
+) -> Result<Tensor4<E, D, T>> {
+    with_tape(x, |x, t| avg_pool_op(x, cfg, count_include_pad, t))
+}
+
+/// Adaptive average pool to `(ho, wo)`.
+pub fn adaptive_avg_pool2d<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+    out_hw: [usize; 2],
+) -> Result<Tensor4<E, D, T>> {
+    with_tape(x, |x, t| adaptive_avg_pool_op(x, out_hw, t))
+}
+
+/// Global average pool, `(N, C, H, W) -> (N, C, 1, 1)`.
+pub fn global_avg_pool<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(x: Tensor4<E, D, T>) -> Result<Tensor4<E, D, T>> {
+    adaptive_avg_pool2d(x, [1, 1])
+}
+
+/// `(N, C, H, W) -> (N, C*H*W, 1, 1)`.
+pub fn flatten<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(x: Tensor4<E, D, T>) -> Result<Tensor4<E, D, T>> {
+    with_tape(x, |x, t| flatten_op(x, t))
+}
+
+/// Residual sum `a + b`.
+pub fn add<E, D, T, R>(a: Tensor4<E, D, T>, b: Tensor4<E, D, R>) -> Result<Tensor4<E, D, T>>
+where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D> + Merge<R>,
+    R: Tape<E, D>,
+{
+    let (a, ta) = a.split_tape();
+    let (b, tb) = b.split_tape();
+    let mut tape = ta.merge(tb);
+    let y = add_op(&a, &b, &mut tape)?;
+    Ok(y.put_tape(tape))
+}

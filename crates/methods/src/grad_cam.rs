@@ -1,0 +1,95 @@
+use attrib_core::{Attribution, AttributionMap, BackwardRequest, LayerTap, MapLayout, Result, Scalar, Target, TapOutput};
+use ndarray::{Array2, Array3, ArrayView4, Axis};
+
+use crate::common::{layer_or_default, map, weighted_channel_sum};
+
+/// Grad-CAM (Selvaraju et al.): `alpha_k = (1/Z) sum_ij dL/dA^k_ij`,
+/// `L = ReLU(sum_k alpha_k A^k)`, `(N, h, w)` at the tapped layer (the model's
+/// default layer, the last rectified conv map, unless one is named).
+///
+/// Matches Captum's `LayerGradCam(relu_attributions=True)`. The counterfactual
+/// variant (paper, Sec. 5) uses the negated gradients, highlighting regions whose
+/// removal would raise the score. One backward pass, stopped at the layer.
+#[derive(Debug, Clone, Default)]
+pub struct GradCam {
+    layer: Option<String>,
+    no_relu: bool,
+    counterfactual: bool,
+}
+
+impl GradCam {
+    /// Grad-CAM at the model's default layer.
+    pub fn new() -> Self {
+        GradCam::default()
+    }
+
+    /// Counterfactual Grad-CAM: gradients negated.
+    pub fn counterfactual() -> Self {
+        GradCam {
+            counterfactual: true,
+            ..GradCam::default()
+        }
+    }
+
+    /// Taps `layer` instead of the default.
+    pub fn layer(mut self, layer: impl Into<String>) -> Self {
+        self.layer = Some(layer.into());
+        self
+    }
+
+    /// Keeps the signed map (no final ReLU), e.g. to inspect negative evidence.
+    pub fn without_relu(mut self) -> Self {
+        self.no_relu = true;
+        self
+    }
+
+    /// The layer asked for, if any.
+    pub fn layer_name(&self) -> Option<&str> {
+        self.layer.as_deref()
+    }
+
+    /// Computes the map and returns it with the tapped layer's name and the backward
+    /// output (Guided Grad-CAM reuses both).
+    pub(crate) fn compute<F: Scalar, M: LayerTap<F> + ?Sized>(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<(Array3<F>, String, attrib_core::BackwardOutput<F>)> {
+        let layer = layer_or_default(model, self.layer.as_deref())?;
+        let target = if self.counterfactual { target.negated() } else { target.clone() };
+        let out = model.backward(&BackwardRequest::tap(input, &target, &layer))?;
+        let cam = grad_cam_map(out.tap(&layer)?, !self.no_relu);
+        Ok((cam, layer, out))
+    }
+}
+
+/// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
+pub(crate) fn grad_cam_map<F: Scalar>(tap: &TapOutput<F>, relu: bool) -> Array3<F> {
+    let (n, c, _, _) = tap.gradient.dim();
+    let alpha: Array2<F> = tap
+        .gradient
+        .mean_axis(Axis(3))
+        .and_then(|g| g.mean_axis(Axis(2)))
+        .unwrap_or_else(|| Array2::zeros((n, c)));
+    let mut cam = weighted_channel_sum(&tap.activation, &alpha);
+    if relu {
+        cam.mapv_inplace(|v| v.max(F::zero()));
+    }
+    cam
+}
+
+impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GradCam {
+    fn name(&self) -> &'static str {
+        if self.counterfactual {
+            "counterfactual-grad-cam"
+        } else {
+            "grad-cam"
+        }
+    }
+
+    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+        let (cam, layer, out) = self.compute(model, input, target)?;
+        Ok(map(cam, MapLayout::Layer { name: layer }, &out))
+    }
+}

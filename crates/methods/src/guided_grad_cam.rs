@@ -1,0 +1,46 @@
+use attrib_core::resample::resize_bilinear;
+use attrib_core::{Attribution, AttributionMap, LayerTap, MapLayout, Rectifier, Result, Scalar, Target};
+use ndarray::{ArrayView4, Axis};
+
+use crate::common::{input_gradient, map};
+use crate::GradCam;
+
+/// Guided Grad-CAM (Selvaraju et al.): guided backprop `(N, C, H, W)` multiplied
+/// elementwise by Grad-CAM upsampled to the input size with bilinear interpolation
+/// (PyTorch's `align_corners=False` geometry), broadcast over channels. Captum's
+/// `GuidedGradCam(interpolate_mode="bilinear")`.
+#[derive(Debug, Clone, Default)]
+pub struct GuidedGradCam {
+    grad_cam: GradCam,
+}
+
+impl GuidedGradCam {
+    /// Guided Grad-CAM with Grad-CAM at the model's default layer.
+    pub fn new() -> Self {
+        GuidedGradCam::default()
+    }
+
+    /// Uses `grad_cam` (its layer, counterfactual setting) for the coarse map.
+    pub fn with_grad_cam(grad_cam: GradCam) -> Self {
+        GuidedGradCam { grad_cam }
+    }
+}
+
+impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GuidedGradCam {
+    fn name(&self) -> &'static str {
+        "guided-grad-cam"
+    }
+
+    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+        let (cam, _, _) = self.grad_cam.compute(model, input, target)?;
+        let (mut guided, out) = input_gradient(model, input, target, Rectifier::Guided)?;
+        let (_, _, h, w) = guided.dim();
+        let up = resize_bilinear(cam.view(), h, w);
+        for (mut item, scale) in guided.outer_iter_mut().zip(up.outer_iter()) {
+            for mut ch in item.axis_iter_mut(Axis(0)) {
+                ch.zip_mut_with(&scale, |g, &s| *g = *g * s);
+            }
+        }
+        Ok(map(guided, MapLayout::Input, &out))
+    }
+}

@@ -1,0 +1,44 @@
+//! `attrib-methods` holds the attribution methods, one file each, written against
+//! `attrib-core`'s [`Model`](attrib_core::Model) and [`LayerTap`](attrib_core::LayerTap)
+//! traits only: they never see a backend's types. Each returns the raw map of the
+//! published definition (no normalisation; that is `attrib-viz`'s job), shaped as its
+//! docs say.
+//!
+//! | method | definition | output |
+//! |---|---|---|
+//! | [`Gradient`] | `dS_c/dI` | `(N, C, H, W)` |
+//! | [`Saliency`] (Simonyan et al.) | `max_c abs(dS_c/dI)` | `(N, H, W)` |
+//! | [`Deconvnet`] (Zeiler & Fergus) | rectifiers pass `(R > 0) R` | `(N, C, H, W)` |
+//! | [`GuidedBackprop`] (Springenberg et al.) | rectifiers pass `(f > 0)(R > 0) R` | `(N, C, H, W)` |
+//! | [`Cam`] (Zhou et al.) | `sum_k w_k^c A^k` on a GAP + linear head | `(N, h, w)` |
+//! | [`GradCam`] (Selvaraju et al.) | `ReLU(sum_k mean_ij(dS_c/dA^k) A^k)` | `(N, h, w)` |
+//! | [`GuidedGradCam`] | guided backprop ⊙ bilinear-upsampled Grad-CAM | `(N, C, H, W)` |
+//! | [`Occlusion`] (Zeiler & Fergus) | mean score drop over the windows covering a pixel | `(N, H, W)` |
+//!
+//! A new method is one file: implement [`Attribution`](attrib_core::Attribution) for
+//! a struct, ask the model for one [`BackwardRequest`](attrib_core::BackwardRequest)
+//! (input gradient and/or taps under a rectifier rule), combine. The
+//! [`invariants`] module holds the identities between methods that tests, and
+//! researchers checking their own methods, reuse.
+
+mod cam;
+mod common;
+mod deconvnet;
+mod grad_cam;
+mod gradient;
+mod guided_backprop;
+mod guided_grad_cam;
+pub mod invariants;
+mod occlusion;
+mod saliency;
+
+pub use cam::Cam;
+pub use deconvnet::Deconvnet;
+pub use grad_cam::GradCam;
+pub use gradient::Gradient;
+pub use guided_backprop::GuidedBackprop;
+pub use guided_grad_cam::GuidedGradCam;
+pub use occlusion::Occlusion;
+pub use saliency::Saliency;
+
+pub use attrib_core::{Attribution, AttributionMap, MapLayout, Target};
