@@ -37,7 +37,9 @@ pub trait KernelDevice<E: Elem>: Storage<E> + TensorFromVec<E> {
     fn add_host(v: &mut Self::Vec, src: &[E]) -> Result<(), Self::Err>;
 
     /// Runs the tape of a scalar loss backwards.
-    fn run_backward(loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>) -> Result<Gradients<E, Self>, Self::Err>;
+    fn run_backward(
+        loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>,
+    ) -> Result<Gradients<E, Self>, Self::Err>;
 }
 
 impl<E: Elem> KernelDevice<E> for Cpu {
@@ -59,7 +61,9 @@ impl<E: Elem> KernelDevice<E> for Cpu {
         Ok(())
     }
 
-    fn run_backward(loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>) -> Result<Gradients<E, Self>, Self::Err> {
+    fn run_backward(
+        loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>,
+    ) -> Result<Gradients<E, Self>, Self::Err> {
         loss.try_backward()
     }
 }

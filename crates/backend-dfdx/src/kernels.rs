@@ -39,7 +39,9 @@ impl<'a, E> MatRef<'a, E> {
     }
 
     fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
     }
 }
 
@@ -127,7 +129,13 @@ pub struct ConvGeom {
 }
 
 /// Output length of a sliding window, or `None` if the window does not fit.
-pub(crate) fn window_out(len: usize, pad: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
+pub(crate) fn window_out(
+    len: usize,
+    pad: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
     let span = dilation * (kernel - 1) + 1;
     (len + pad >= span).then(|| (len + pad - span) / stride + 1)
 }
@@ -155,7 +163,11 @@ impl ConvGeom {
         if c_in % groups != 0 || c_out % groups != 0 || weight_in * groups != c_in {
             return Err(Error::shape(
                 "conv2d input channels",
-                format!("{} channels ({} groups of {weight_in})", weight_in * groups, groups),
+                format!(
+                    "{} channels ({} groups of {weight_in})",
+                    weight_in * groups,
+                    groups
+                ),
                 format!("{c_in} channels"),
             ));
         }
@@ -178,7 +190,10 @@ impl ConvGeom {
             }),
             _ => Err(Error::shape(
                 "conv2d input size",
-                format!("at least the dilated kernel {:?} after padding {pad:?}", kernel),
+                format!(
+                    "at least the dilated kernel {:?} after padding {pad:?}",
+                    kernel
+                ),
                 format!("{h}x{w}"),
             )),
         }
@@ -218,7 +233,14 @@ impl ConvGeom {
 
     /// For output row `o` (or column), the input coordinate of kernel tap `i`, if inside.
     #[inline]
-    fn src(o: usize, i: usize, stride: usize, dilation: usize, pad: usize, len: usize) -> Option<usize> {
+    fn src(
+        o: usize,
+        i: usize,
+        stride: usize,
+        dilation: usize,
+        pad: usize,
+        len: usize,
+    ) -> Option<usize> {
         let y = (o * stride + i * dilation).checked_sub(pad)?;
         (y < len).then_some(y)
     }
@@ -233,12 +255,26 @@ impl ConvGeom {
                     let row = &mut col[((ci * kh + i) * kw + j) * p..][..p];
                     for oy in 0..self.ho {
                         let dst = &mut row[oy * self.wo..][..self.wo];
-                        match Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h) {
+                        match Self::src(
+                            oy,
+                            i,
+                            self.stride[0],
+                            self.dilation[0],
+                            self.pad[0],
+                            self.h,
+                        ) {
                             None => dst.fill(E::zero()),
                             Some(y) => {
                                 let src_row = &plane[y * self.w..][..self.w];
                                 for (ox, d) in dst.iter_mut().enumerate() {
-                                    *d = match Self::src(ox, j, self.stride[1], self.dilation[1], self.pad[2], self.w) {
+                                    *d = match Self::src(
+                                        ox,
+                                        j,
+                                        self.stride[1],
+                                        self.dilation[1],
+                                        self.pad[2],
+                                        self.w,
+                                    ) {
                                         Some(x) => src_row[x],
                                         None => E::zero(),
                                     };
@@ -260,12 +296,21 @@ impl ConvGeom {
                 for j in 0..kw {
                     let row = &col[((ci * kh + i) * kw + j) * p..][..p];
                     for oy in 0..self.ho {
-                        let Some(y) = Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h) else {
+                        let Some(y) =
+                            Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h)
+                        else {
                             continue;
                         };
                         let dst_row = &mut plane[y * self.w..][..self.w];
                         for (ox, &v) in row[oy * self.wo..][..self.wo].iter().enumerate() {
-                            if let Some(x) = Self::src(ox, j, self.stride[1], self.dilation[1], self.pad[2], self.w) {
+                            if let Some(x) = Self::src(
+                                ox,
+                                j,
+                                self.stride[1],
+                                self.dilation[1],
+                                self.pad[2],
+                                self.w,
+                            ) {
                                 dst_row[x] += v;
                             }
                         }
@@ -277,14 +322,24 @@ impl ConvGeom {
 }
 
 /// `y = conv(x, weight) + bias`, writing all of `y` `(n, c_out, ho, wo)`.
-pub fn conv2d_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], bias: Option<&[E]>, y: &mut [E]) {
+pub fn conv2d_forward<E: Elem>(
+    g: &ConvGeom,
+    x: &[E],
+    weight: &[E],
+    bias: Option<&[E]>,
+    y: &mut [E],
+) {
     let (og, kk, p) = (g.og(), g.kk(), g.pixels());
     let img_in = g.c_in * g.h * g.w;
     let img_out = g.c_out * p;
     if g.is_depthwise() && g.groups > 1 {
         depthwise_forward(g, x, weight, y);
     } else {
-        let mut col = if g.is_pointwise() { Vec::new() } else { vec![E::zero(); kk * p] };
+        let mut col = if g.is_pointwise() {
+            Vec::new()
+        } else {
+            vec![E::zero(); kk * p]
+        };
         for b in 0..g.n {
             let x_img = &x[b * img_in..][..img_in];
             for grp in 0..g.groups {
@@ -326,13 +381,16 @@ fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) 
             for kj in 0..kw {
                 let wv = wk[ki * kw + kj];
                 for oy in 0..g.ho {
-                    let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h) else {
+                    let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
+                    else {
                         continue;
                     };
                     let row = &plane[sy * g.w..][..g.w];
                     let dst = &mut out[oy * g.wo..][..g.wo];
                     for (ox, d) in dst.iter_mut().enumerate() {
-                        if let Some(sx) = ConvGeom::src(ox, kj, g.stride[1], g.dilation[1], g.pad[2], g.w) {
+                        if let Some(sx) =
+                            ConvGeom::src(ox, kj, g.stride[1], g.dilation[1], g.pad[2], g.w)
+                        {
                             *d += wv * row[sx];
                         }
                     }
@@ -349,29 +407,45 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
     let img_out = g.c_out * p;
     if g.is_depthwise() && g.groups > 1 {
         let (mult, [kh, kw]) = (og, g.kernel);
-        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(i, plane)| {
-            let (b, c) = (i / g.c_in, i % g.c_in);
-            for o in c * mult..(c + 1) * mult {
-                let go = &dy[(b * g.c_out + o) * p..][..p];
-                let wk = &weight[o * kh * kw..][..kh * kw];
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        let wv = wk[ki * kw + kj];
-                        for oy in 0..g.ho {
-                            let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h) else {
-                                continue;
-                            };
-                            let row = &mut plane[sy * g.w..][..g.w];
-                            for (ox, &gv) in go[oy * g.wo..][..g.wo].iter().enumerate() {
-                                if let Some(sx) = ConvGeom::src(ox, kj, g.stride[1], g.dilation[1], g.pad[2], g.w) {
-                                    row[sx] += wv * gv;
+        dx.par_chunks_mut(g.h * g.w)
+            .enumerate()
+            .for_each(|(i, plane)| {
+                let (b, c) = (i / g.c_in, i % g.c_in);
+                for o in c * mult..(c + 1) * mult {
+                    let go = &dy[(b * g.c_out + o) * p..][..p];
+                    let wk = &weight[o * kh * kw..][..kh * kw];
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let wv = wk[ki * kw + kj];
+                            for oy in 0..g.ho {
+                                let Some(sy) = ConvGeom::src(
+                                    oy,
+                                    ki,
+                                    g.stride[0],
+                                    g.dilation[0],
+                                    g.pad[0],
+                                    g.h,
+                                ) else {
+                                    continue;
+                                };
+                                let row = &mut plane[sy * g.w..][..g.w];
+                                for (ox, &gv) in go[oy * g.wo..][..g.wo].iter().enumerate() {
+                                    if let Some(sx) = ConvGeom::src(
+                                        ox,
+                                        kj,
+                                        g.stride[1],
+                                        g.dilation[1],
+                                        g.pad[2],
+                                        g.w,
+                                    ) {
+                                        row[sx] += wv * gv;
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
         return;
     }
     let mut col = vec![E::zero(); kk * p];
@@ -381,7 +455,15 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
             let w_t = MatRef::transposed(&weight[grp * og * kk..][..og * kk], kk);
             let dy_g = MatRef::rows(&dy[b * img_out + grp * og * p..][..og * p], p);
             if g.is_pointwise() {
-                matmul(&mut dx_img[grp * kk * p..][..kk * p], kk, p, og, w_t, dy_g, true);
+                matmul(
+                    &mut dx_img[grp * kk * p..][..kk * p],
+                    kk,
+                    p,
+                    og,
+                    w_t,
+                    dy_g,
+                    true,
+                );
             } else {
                 matmul(&mut col, kk, p, og, w_t, dy_g, false);
                 g.col2im(&col, grp, dx_img);
@@ -392,7 +474,13 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
 
 /// `dweight += dy * im2col(x)^T` and `dbias += sum(dy)`: the parameter gradients,
 /// only computed when a caller traces the weights.
-pub fn conv2d_backward_weight<E: Elem>(g: &ConvGeom, x: &[E], dy: &[E], dweight: &mut [E], dbias: Option<&mut [E]>) {
+pub fn conv2d_backward_weight<E: Elem>(
+    g: &ConvGeom,
+    x: &[E],
+    dy: &[E],
+    dweight: &mut [E],
+    dbias: Option<&mut [E]>,
+) {
     let (og, kk, p) = (g.og(), g.kk(), g.pixels());
     let img_in = g.c_in * g.h * g.w;
     let img_out = g.c_out * p;
@@ -446,7 +534,11 @@ fn pool_out(len: usize, pad: usize, k: usize, s: usize, ceil: bool) -> Option<us
         return None;
     }
     let span = len + 2 * pad - k;
-    let mut out = if ceil { span.div_ceil(s) + 1 } else { span / s + 1 };
+    let mut out = if ceil {
+        span.div_ceil(s) + 1
+    } else {
+        span / s + 1
+    };
     // PyTorch: with ceil_mode the last window must start inside the input or left pad.
     if ceil && (out - 1) * s >= len + pad {
         out -= 1;
@@ -466,10 +558,16 @@ impl PoolGeom {
         ceil_mode: bool,
     ) -> Result<Self> {
         if kernel.contains(&0) || stride.contains(&0) {
-            return Err(Error::param("pool2d", format!("kernel {kernel:?} and stride {stride:?} must be positive")));
+            return Err(Error::param(
+                "pool2d",
+                format!("kernel {kernel:?} and stride {stride:?} must be positive"),
+            ));
         }
         if pad[0] * 2 > kernel[0] || pad[1] * 2 > kernel[1] {
-            return Err(Error::param("pool2d", format!("padding {pad:?} must be at most half the kernel {kernel:?}")));
+            return Err(Error::param(
+                "pool2d",
+                format!("padding {pad:?} must be at most half the kernel {kernel:?}"),
+            ));
         }
         match (
             pool_out(h, pad[0], kernel[0], stride[0], ceil_mode),
@@ -499,7 +597,11 @@ impl PoolGeom {
         let start = (o * stride) as isize - pad as isize;
         let end = (start + k as isize).min((len + pad) as isize);
         let padded = (end - start) as usize;
-        (start.max(0) as usize, end.min(len as isize).max(0) as usize, padded)
+        (
+            start.max(0) as usize,
+            end.min(len as isize).max(0) as usize,
+            padded,
+        )
     }
 }
 
@@ -556,7 +658,11 @@ pub fn avg_pool_forward<E: Elem>(g: &PoolGeom, count_include_pad: bool, x: &[E],
             let (y0, y1, ph) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
             for ox in 0..g.wo {
                 let (x0, x1, pw) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
-                let n = if count_include_pad { ph * pw } else { (y1 - y0) * (x1 - x0) };
+                let n = if count_include_pad {
+                    ph * pw
+                } else {
+                    (y1 - y0) * (x1 - x0)
+                };
                 let mut s = E::zero();
                 for yy in y0..y1 {
                     for xx in x0..x1 {
@@ -578,7 +684,11 @@ pub fn avg_pool_backward<E: Elem>(g: &PoolGeom, count_include_pad: bool, dy: &[E
             let (y0, y1, ph) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
             for ox in 0..g.wo {
                 let (x0, x1, pw) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
-                let n = if count_include_pad { ph * pw } else { (y1 - y0) * (x1 - x0) };
+                let n = if count_include_pad {
+                    ph * pw
+                } else {
+                    (y1 - y0) * (x1 - x0)
+                };
                 let share = go[oy * g.wo + ox] / E::of(n.max(1) as f64);
                 for yy in y0..y1 {
                     for xx in x0..x1 {
@@ -593,49 +703,89 @@ pub fn avg_pool_backward<E: Elem>(g: &PoolGeom, count_include_pad: bool, dy: &[E
 /// Adaptive average pooling bins along one axis, PyTorch's:
 /// `[floor(i*len/out), ceil((i+1)*len/out))`.
 pub(crate) fn adaptive_bins(len: usize, out: usize) -> Vec<(usize, usize)> {
-    (0..out).map(|i| (i * len / out, ((i + 1) * len).div_ceil(out))).collect()
+    (0..out)
+        .map(|i| (i * len / out, ((i + 1) * len).div_ceil(out)))
+        .collect()
 }
 
 /// Adaptive average pool of `planes` planes `(h, w)` to `(ho, wo)`.
-pub fn adaptive_avg_forward<E: Elem>(planes: usize, h: usize, w: usize, ho: usize, wo: usize, x: &[E], y: &mut [E]) {
+pub fn adaptive_avg_forward<E: Elem>(
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    x: &[E],
+    y: &mut [E],
+) {
     let (rows, cols) = (adaptive_bins(h, ho), adaptive_bins(w, wo));
-    y.par_chunks_mut(ho * wo).enumerate().take(planes).for_each(|(i, out)| {
-        let plane = &x[i * h * w..][..h * w];
-        for (oy, &(y0, y1)) in rows.iter().enumerate() {
-            for (ox, &(x0, x1)) in cols.iter().enumerate() {
-                let mut s = E::zero();
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
-                        s += plane[yy * w + xx];
+    y.par_chunks_mut(ho * wo)
+        .enumerate()
+        .take(planes)
+        .for_each(|(i, out)| {
+            let plane = &x[i * h * w..][..h * w];
+            for (oy, &(y0, y1)) in rows.iter().enumerate() {
+                for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                    let mut s = E::zero();
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            s += plane[yy * w + xx];
+                        }
                     }
+                    out[oy * wo + ox] = s / E::of(((y1 - y0) * (x1 - x0)) as f64);
                 }
-                out[oy * wo + ox] = s / E::of(((y1 - y0) * (x1 - x0)) as f64);
             }
-        }
-    });
+        });
 }
 
 /// Adaptive average pool backward.
-pub fn adaptive_avg_backward<E: Elem>(planes: usize, h: usize, w: usize, ho: usize, wo: usize, dy: &[E], dx: &mut [E]) {
+pub fn adaptive_avg_backward<E: Elem>(
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    dy: &[E],
+    dx: &mut [E],
+) {
     let (rows, cols) = (adaptive_bins(h, ho), adaptive_bins(w, wo));
-    dx.par_chunks_mut(h * w).enumerate().take(planes).for_each(|(i, plane)| {
-        let go = &dy[i * ho * wo..][..ho * wo];
-        for (oy, &(y0, y1)) in rows.iter().enumerate() {
-            for (ox, &(x0, x1)) in cols.iter().enumerate() {
-                let share = go[oy * wo + ox] / E::of(((y1 - y0) * (x1 - x0)) as f64);
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
-                        plane[yy * w + xx] += share;
+    dx.par_chunks_mut(h * w)
+        .enumerate()
+        .take(planes)
+        .for_each(|(i, plane)| {
+            let go = &dy[i * ho * wo..][..ho * wo];
+            for (oy, &(y0, y1)) in rows.iter().enumerate() {
+                for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                    let share = go[oy * wo + ox] / E::of(((y1 - y0) * (x1 - x0)) as f64);
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            plane[yy * w + xx] += share;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// `y (n, k) = x (n, f) * weight^T (f, k) + bias`.
-pub fn linear_forward<E: Elem>(n: usize, f: usize, k: usize, x: &[E], weight: &[E], bias: Option<&[E]>, y: &mut [E]) {
-    matmul(y, n, k, f, MatRef::rows(x, f), MatRef::transposed(weight, f), false);
+pub fn linear_forward<E: Elem>(
+    n: usize,
+    f: usize,
+    k: usize,
+    x: &[E],
+    weight: &[E],
+    bias: Option<&[E]>,
+    y: &mut [E],
+) {
+    matmul(
+        y,
+        n,
+        k,
+        f,
+        MatRef::rows(x, f),
+        MatRef::transposed(weight, f),
+        false,
+    );
     if let Some(b) = bias {
         for row in y.chunks_mut(k) {
             row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
@@ -644,8 +794,23 @@ pub fn linear_forward<E: Elem>(n: usize, f: usize, k: usize, x: &[E], weight: &[
 }
 
 /// `dx (n, f) += dy (n, k) * weight (k, f)`.
-pub fn linear_backward_input<E: Elem>(n: usize, f: usize, k: usize, dy: &[E], weight: &[E], dx: &mut [E]) {
-    matmul(dx, n, f, k, MatRef::rows(dy, k), MatRef::rows(weight, f), true);
+pub fn linear_backward_input<E: Elem>(
+    n: usize,
+    f: usize,
+    k: usize,
+    dy: &[E],
+    weight: &[E],
+    dx: &mut [E],
+) {
+    matmul(
+        dx,
+        n,
+        f,
+        k,
+        MatRef::rows(dy, k),
+        MatRef::rows(weight, f),
+        true,
+    );
 }
 
 /// `dweight (k, f) += dy^T (k, n) * x (n, f)`, `dbias += sum_n dy`.
@@ -658,7 +823,15 @@ pub fn linear_backward_weight<E: Elem>(
     dweight: &mut [E],
     dbias: Option<&mut [E]>,
 ) {
-    matmul(dweight, k, f, n, MatRef::transposed(dy, k), MatRef::rows(x, f), true);
+    matmul(
+        dweight,
+        k,
+        f,
+        n,
+        MatRef::transposed(dy, k),
+        MatRef::rows(x, f),
+        true,
+    );
     if let Some(db) = dbias {
         for row in dy.chunks(k) {
             db.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
@@ -676,9 +849,25 @@ mod tests {
         let a = [1.0f64, 2.0, 3.0, 4.0];
         let b = [5.0f64, 6.0, 7.0, 8.0];
         let mut c = [0.0f64; 4];
-        matmul(&mut c, 2, 2, 2, MatRef::rows(&a, 2), MatRef::transposed(&b, 2), false);
+        matmul(
+            &mut c,
+            2,
+            2,
+            2,
+            MatRef::rows(&a, 2),
+            MatRef::transposed(&b, 2),
+            false,
+        );
         assert_eq!(c, [17.0, 23.0, 39.0, 53.0]);
-        matmul(&mut c, 2, 2, 2, MatRef::transposed(&a, 2), MatRef::rows(&b, 2), true);
+        matmul(
+            &mut c,
+            2,
+            2,
+            2,
+            MatRef::transposed(&a, 2),
+            MatRef::rows(&b, 2),
+            true,
+        );
         // a^T b = [[26,30],[38,44]] added on top.
         assert_eq!(c, [43.0, 53.0, 77.0, 97.0]);
     }

@@ -31,17 +31,36 @@ impl<E: Elem> Conv2d<E> {
     }
 
     /// A convolution from flat row-major data (PyTorch's layout).
-    pub fn from_vec(weight: Vec<E>, shape: [usize; 4], bias: Option<Vec<E>>, cfg: Conv2dConfig) -> Result<Self> {
+    pub fn from_vec(
+        weight: Vec<E>,
+        shape: [usize; 4],
+        bias: Option<Vec<E>>,
+        cfg: Conv2dConfig,
+    ) -> Result<Self> {
         if weight.len() != shape.iter().product::<usize>() || shape.contains(&0) {
-            return Err(Error::shape("conv2d weight", format!("{shape:?} with no zero dimension"), format!("{} values", weight.len())));
+            return Err(Error::shape(
+                "conv2d weight",
+                format!("{shape:?} with no zero dimension"),
+                format!("{} values", weight.len()),
+            ));
         }
         if let Some(b) = &bias {
             if b.len() != shape[0] {
-                return Err(Error::shape("conv2d bias", format!("({},)", shape[0]), format!("({},)", b.len())));
+                return Err(Error::shape(
+                    "conv2d bias",
+                    format!("({},)", shape[0]),
+                    format!("({},)", b.len()),
+                ));
             }
         }
         if cfg.groups == 0 || shape[0] % cfg.groups != 0 {
-            return Err(Error::param("conv2d groups", format!("{} must divide the {} output channels", cfg.groups, shape[0])));
+            return Err(Error::param(
+                "conv2d groups",
+                format!(
+                    "{} must divide the {} output channels",
+                    cfg.groups, shape[0]
+                ),
+            ));
         }
         Ok(Conv2d {
             weight: Arc::new(weight),
@@ -78,9 +97,17 @@ impl<E: Elem> BatchNorm2d<E> {
     /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel.
     pub fn new(gamma: &[E], beta: &[E], mean: &[E], var: &[E], eps: f64) -> Result<Self> {
         let c = gamma.len();
-        for (what, len) in [("beta", beta.len()), ("running_mean", mean.len()), ("running_var", var.len())] {
+        for (what, len) in [
+            ("beta", beta.len()),
+            ("running_mean", mean.len()),
+            ("running_var", var.len()),
+        ] {
             if len != c {
-                return Err(Error::shape(format!("batch norm {what}"), format!("({c},)"), format!("({len},)")));
+                return Err(Error::shape(
+                    format!("batch norm {what}"),
+                    format!("({c},)"),
+                    format!("({len},)"),
+                ));
             }
         }
         let mut scale = Vec::with_capacity(c);
@@ -88,7 +115,13 @@ impl<E: Elem> BatchNorm2d<E> {
         for i in 0..c {
             let denom = (var[i].as_f64() + eps).sqrt();
             if denom.is_nan() || denom <= 0.0 || !denom.is_finite() {
-                return Err(Error::param("batch norm", format!("running_var[{i}] + eps = {} is not positive", var[i].as_f64() + eps)));
+                return Err(Error::param(
+                    "batch norm",
+                    format!(
+                        "running_var[{i}] + eps = {} is not positive",
+                        var[i].as_f64() + eps
+                    ),
+                ));
             }
             // Folded in f64 so that f32 networks match PyTorch's own folding closely.
             let s = gamma[i].as_f64() / denom;
@@ -119,17 +152,29 @@ impl<E: Elem> Linear<E> {
     /// A linear layer from an ndarray weight `(K, F)` and optional bias.
     pub fn new(weight: Array2<E>, bias: Option<Array1<E>>) -> Result<Self> {
         let (k, f) = weight.dim();
-        Self::from_vec(weight.as_standard_layout().iter().copied().collect(), [k, f], bias.map(|b| b.to_vec()))
+        Self::from_vec(
+            weight.as_standard_layout().iter().copied().collect(),
+            [k, f],
+            bias.map(|b| b.to_vec()),
+        )
     }
 
     /// A linear layer from flat row-major data.
     pub fn from_vec(weight: Vec<E>, shape: [usize; 2], bias: Option<Vec<E>>) -> Result<Self> {
         if weight.len() != shape[0] * shape[1] || shape.contains(&0) {
-            return Err(Error::shape("linear weight", format!("{shape:?} with no zero dimension"), format!("{} values", weight.len())));
+            return Err(Error::shape(
+                "linear weight",
+                format!("{shape:?} with no zero dimension"),
+                format!("{} values", weight.len()),
+            ));
         }
         if let Some(b) = &bias {
             if b.len() != shape[0] {
-                return Err(Error::shape("linear bias", format!("({},)", shape[0]), format!("({},)", b.len())));
+                return Err(Error::shape(
+                    "linear bias",
+                    format!("({},)", shape[0]),
+                    format!("({},)", b.len()),
+                ));
             }
         }
         Ok(Linear {
@@ -146,7 +191,8 @@ impl<E: Elem> Linear<E> {
 
     /// The weight as an ndarray `(K, F)`.
     pub fn weight(&self) -> Array2<E> {
-        Array2::from_shape_vec((self.shape[0], self.shape[1]), self.weight.to_vec()).expect("validated on construction")
+        Array2::from_shape_vec((self.shape[0], self.shape[1]), self.weight.to_vec())
+            .expect("validated on construction")
     }
 
     /// The bias, zeros if the layer has none.
@@ -233,7 +279,10 @@ impl<E: Elem> Layer<E> {
             }
             Layer::AdaptiveAvgPool2d([ho, wo]) => {
                 if *ho == 0 || *wo == 0 {
-                    return Err(Error::param("adaptive average pool", "output size must be positive"));
+                    return Err(Error::param(
+                        "adaptive average pool",
+                        "output size must be positive",
+                    ));
                 }
                 Ok([c, *ho, *wo])
             }
@@ -242,7 +291,10 @@ impl<E: Elem> Layer<E> {
                 if [h, w] != [1, 1] || c != l.shape[1] {
                     return Err(Error::shape(
                         "linear input",
-                        format!("({}, 1, 1) (flatten or pool before a linear layer)", l.shape[1]),
+                        format!(
+                            "({}, 1, 1) (flatten or pool before a linear layer)",
+                            l.shape[1]
+                        ),
                         format!("({c}, {h}, {w})"),
                     ));
                 }
@@ -250,7 +302,11 @@ impl<E: Elem> Layer<E> {
             }
             Layer::Add => {
                 if inputs[0] != inputs[1] {
-                    return Err(Error::shape("residual add", format!("{:?}", inputs[0]), format!("{:?}", inputs[1])));
+                    return Err(Error::shape(
+                        "residual add",
+                        format!("{:?}", inputs[0]),
+                        format!("{:?}", inputs[1]),
+                    ));
                 }
                 Ok([c, h, w])
             }

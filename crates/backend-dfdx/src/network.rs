@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use attrib_core::{
-    check_input, BackwardOutput, BackwardRequest, Error, LayerInfo, LayerTap, LinearHead, Model, Rectifier,
-    RectifierKind, Result, TapOutput,
+    check_input, BackwardOutput, BackwardRequest, Error, LayerInfo, LayerTap, LinearHead, Model,
+    Rectifier, RectifierKind, Result, TapOutput,
 };
 use dfdx::tensor::{Cpu, NoneTape, OwnedTape, PutTape, Tape};
 use ndarray::{Array2, Array4, ArrayView4};
@@ -70,7 +70,10 @@ impl<E: Elem> NetworkBuilder<E> {
 
     fn register(&mut self, name: String, value: usize, kind: &'static str) -> Result<()> {
         if name.is_empty() || self.names.iter().any(|n| n.name == name) {
-            return Err(Error::param("layer name", format!("`{name}` is empty or already used")));
+            return Err(Error::param(
+                "layer name",
+                format!("`{name}` is empty or already used"),
+            ));
         }
         self.names.push(Name { name, value, kind });
         Ok(())
@@ -81,7 +84,11 @@ impl<E: Elem> NetworkBuilder<E> {
         let full = self.full_name(name);
         let in_shapes: Vec<[usize; 3]> = inputs.iter().map(|&v| self.shapes[v]).collect();
         let shape = layer.out_shape(&in_shapes).map_err(|e| match e {
-            Error::ShapeMismatch { what, expected, got } => Error::ShapeMismatch {
+            Error::ShapeMismatch {
+                what,
+                expected,
+                got,
+            } => Error::ShapeMismatch {
                 what: format!("layer `{full}`: {what}"),
                 expected,
                 got,
@@ -103,7 +110,10 @@ impl<E: Elem> NetworkBuilder<E> {
     /// Adds `layer` on the current value.
     pub fn layer(&mut self, name: &str, layer: Layer<E>) -> Result<&mut Self> {
         if layer.arity() != 1 {
-            return Err(Error::param("layer", format!("`{name}` takes two inputs: use `add`")));
+            return Err(Error::param(
+                "layer",
+                format!("`{name}` takes two inputs: use `add`"),
+            ));
         }
         self.push(name, layer, vec![self.current])
     }
@@ -174,7 +184,12 @@ impl<E: Elem> NetworkBuilder<E> {
     /// Gives the current value one more tap name (e.g. the block it ends).
     pub fn alias(&mut self, name: &str) -> Result<&mut Self> {
         let full = self.full_name(name);
-        let kind = self.names.iter().rev().find(|n| n.value == self.current).map_or("input", |n| n.kind);
+        let kind = self
+            .names
+            .iter()
+            .rev()
+            .find(|n| n.value == self.current)
+            .map_or("input", |n| n.kind);
         self.register(full, self.current, kind)?;
         Ok(self)
     }
@@ -182,6 +197,11 @@ impl<E: Elem> NetworkBuilder<E> {
     /// `current + other`: the residual connection.
     pub fn add(&mut self, name: &str, other: ValueId) -> Result<&mut Self> {
         self.push(name, Layer::Add, vec![self.current, other.0])
+    }
+
+    /// The shape `(C, H, W)` of the current value for the nominal input.
+    pub fn current_shape(&self) -> [usize; 3] {
+        self.shapes[self.current]
     }
 
     /// The current value, to come back to for a residual branch.
@@ -197,13 +217,22 @@ impl<E: Elem> NetworkBuilder<E> {
 
     /// Builds the layers added by `f` under the name prefix `name.`, then names the
     /// resulting value `name` (a PyTorch submodule's output).
-    pub fn scope(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<&mut Self> {
+    pub fn scope(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<()>,
+    ) -> Result<&mut Self> {
         self.prefix.push(name.to_string());
         let r = f(self);
         self.prefix.pop();
         r?;
         let full = self.full_name(name);
-        let kind = self.names.iter().rev().find(|n| n.value == self.current).map_or("input", |n| n.kind);
+        let kind = self
+            .names
+            .iter()
+            .rev()
+            .find(|n| n.value == self.current)
+            .map_or("input", |n| n.kind);
         self.register(full, self.current, kind)?;
         Ok(self)
     }
@@ -222,7 +251,10 @@ impl<E: Elem> NetworkBuilder<E> {
 
     /// Builds on `device`.
     pub fn build_on<D: KernelDevice<E>>(self, device: D) -> Result<Network<E, D>> {
-        let out = *self.shapes.last().expect("the input shape is always present");
+        let out = *self
+            .shapes
+            .last()
+            .expect("the input shape is always present");
         if self.nodes.is_empty() || out[1] != 1 || out[2] != 1 {
             return Err(Error::shape(
                 "network output",
@@ -231,12 +263,20 @@ impl<E: Elem> NetworkBuilder<E> {
             ));
         }
         if self.current != self.shapes.len() - 1 {
-            return Err(Error::param("network", "the last added layer must be the output"));
+            return Err(Error::param(
+                "network",
+                "the last added layer must be the output",
+            ));
         }
         let head = self
             .nodes
             .iter()
-            .position(|n| matches!(n.layer, Layer::Flatten | Layer::Linear(_) | Layer::AdaptiveAvgPool2d([1, 1])))
+            .position(|n| {
+                matches!(
+                    n.layer,
+                    Layer::Flatten | Layer::Linear(_) | Layer::AdaptiveAvgPool2d([1, 1])
+                )
+            })
             .unwrap_or(self.nodes.len());
         let default_value = (0..head)
             .rev()
@@ -302,20 +342,35 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
     }
 
     fn value_of(&self, name: &str) -> Result<usize> {
-        self.names.iter().find(|n| n.name == name).map(|n| n.value).ok_or_else(|| Error::UnknownLayer {
-            name: name.to_string(),
-            valid: self.names.iter().map(|n| n.name.clone()).collect(),
-        })
+        self.names
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.value)
+            .ok_or_else(|| Error::UnknownLayer {
+                name: name.to_string(),
+                valid: self.names.iter().map(|n| n.name.clone()).collect(),
+            })
     }
 
-    fn node_forward<T: Tape<E, D>>(&self, node: &Node<E>, ins: &[&Tensor4<E, D>], rule: Rectifier, tape: &mut T) -> Result<Tensor4<E, D>> {
+    fn node_forward<T: Tape<E, D>>(
+        &self,
+        node: &Node<E>,
+        ins: &[&Tensor4<E, D>],
+        rule: Rectifier,
+        tape: &mut T,
+    ) -> Result<Tensor4<E, D>> {
         let x = ins[0];
         match &node.layer {
-            Layer::Conv2d(c) => ops::conv2d_op(x, &c.weight, c.shape, c.bias.as_ref(), &c.cfg, None, tape),
+            Layer::Conv2d(c) => {
+                ops::conv2d_op(x, &c.weight, c.shape, c.bias.as_ref(), &c.cfg, None, tape)
+            }
             Layer::BatchNorm2d(bn) => ops::affine_op(x, &bn.scale, &bn.shift, tape),
             Layer::Rectifier(kind) => ops::rectify_op(x, *kind, rule, tape),
             Layer::MaxPool2d(cfg) => ops::max_pool_op(x, cfg, tape),
-            Layer::AvgPool2d { cfg, count_include_pad } => ops::avg_pool_op(x, cfg, *count_include_pad, tape),
+            Layer::AvgPool2d {
+                cfg,
+                count_include_pad,
+            } => ops::avg_pool_op(x, cfg, *count_include_pad, tape),
             Layer::AdaptiveAvgPool2d(hw) => ops::adaptive_avg_pool_op(x, *hw, tape),
             Layer::Flatten => ops::flatten_op(x, tape),
             Layer::Linear(l) => ops::linear_op(x, &l.weight, l.shape, l.bias.as_ref(), None, tape),
@@ -346,8 +401,15 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         let last = self.nodes.len();
         for (i, node) in self.nodes.iter().enumerate() {
             let out = {
-                let ins: Vec<&Tensor4<E, D>> =
-                    node.inputs.iter().map(|&v| values[v].as_ref().expect("inputs are freed only after their last use")).collect();
+                let ins: Vec<&Tensor4<E, D>> = node
+                    .inputs
+                    .iter()
+                    .map(|&v| {
+                        values[v]
+                            .as_ref()
+                            .expect("inputs are freed only after their last use")
+                    })
+                    .collect();
                 if i >= record_from {
                     self.node_forward(node, &ins, rule, tape)?
                 } else {
@@ -400,20 +462,45 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
     fn forward(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
         let x = self.input_tensor(&input)?;
         let mut tape = OwnedTape::default();
-        let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &HashSet::new(), &[])?;
+        let values = self.run(
+            x,
+            Rectifier::Gradient,
+            usize::MAX,
+            &mut tape,
+            &HashSet::new(),
+            &[],
+        )?;
         Ok(self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept")))
     }
 
     fn backward(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
         let x = self.input_tensor(&req.input)?;
-        let tap_values: Vec<usize> = req.taps.iter().map(|t| self.value_of(t)).collect::<Result<_>>()?;
+        let tap_values: Vec<usize> = req
+            .taps
+            .iter()
+            .map(|t| self.value_of(t))
+            .collect::<Result<_>>()?;
         // Without the input gradient the tape starts at the earliest tap: nothing
         // below it is recorded or run backwards (node i produces value i + 1).
-        let record_from = if req.input_grad { 0 } else { tap_values.iter().copied().min().unwrap_or(usize::MAX) };
-        let captures: Vec<(usize, Capture<E>)> = tap_values.iter().map(|&v| (v, Arc::new(Mutex::new(None)))).collect();
+        let record_from = if req.input_grad {
+            0
+        } else {
+            tap_values.iter().copied().min().unwrap_or(usize::MAX)
+        };
+        let captures: Vec<(usize, Capture<E>)> = tap_values
+            .iter()
+            .map(|&v| (v, Arc::new(Mutex::new(None))))
+            .collect();
         let keep: HashSet<usize> = tap_values.iter().copied().collect();
         let mut tape = OwnedTape::default();
-        let values = self.run(x.clone(), req.rectifier, record_from, &mut tape, &keep, &captures)?;
+        let values = self.run(
+            x.clone(),
+            req.rectifier,
+            record_from,
+            &mut tape,
+            &keep,
+            &captures,
+        )?;
         let out = values.last().cloned().flatten().expect("output kept");
         let scores = self.scores_of(&out);
         let target = req.target.resolve(scores.view())?;
@@ -426,7 +513,10 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
         if !req.input_grad && tap_values.is_empty() {
             return Ok(output);
         }
-        let loss = ops::seed_loss(out.put_tape(tape), output.target.seed.iter().copied().collect())?;
+        let loss = ops::seed_loss(
+            out.put_tape(tape),
+            output.target.seed.iter().copied().collect(),
+        )?;
         let mut grads = D::run_backward(loss).map_err(backend)?;
         if req.input_grad {
             let g = D::read_host(grads.get_or_alloc_mut(&x).map_err(backend)?).map_err(backend)?;
@@ -436,7 +526,11 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
         for ((name, &v), (_, cell)) in req.taps.iter().zip(&tap_values).zip(&captures) {
             let act = values[v].as_ref().expect("taps are kept");
             let activation = self.to_array4(act);
-            let g = cell.lock().expect("capture lock").take().unwrap_or_else(|| vec![E::zero(); activation.len()]);
+            let g = cell
+                .lock()
+                .expect("capture lock")
+                .take()
+                .unwrap_or_else(|| vec![E::zero(); activation.len()]);
             let gradient = Array4::from_shape_vec(activation.dim(), g).map_err(backend)?;
             output.taps.push(TapOutput {
                 name: name.clone(),
@@ -456,7 +550,8 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
                 name: n.name.clone(),
                 kind: n.kind.to_string(),
                 shape: self.shapes[n.value],
-                rectified: n.value > 0 && matches!(self.nodes[n.value - 1].layer, Layer::Rectifier(_)),
+                rectified: n.value > 0
+                    && matches!(self.nodes[n.value - 1].layer, Layer::Rectifier(_)),
             })
             .collect()
     }
@@ -465,14 +560,24 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
         self.default_layer.clone()
     }
 
-    fn activations(&self, input: ArrayView4<E>, layers: &[String]) -> Result<(Array2<E>, Vec<Array4<E>>)> {
+    fn activations(
+        &self,
+        input: ArrayView4<E>,
+        layers: &[String],
+    ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
         let x = self.input_tensor(&input)?;
-        let wanted: Vec<usize> = layers.iter().map(|l| self.value_of(l)).collect::<Result<_>>()?;
+        let wanted: Vec<usize> = layers
+            .iter()
+            .map(|l| self.value_of(l))
+            .collect::<Result<_>>()?;
         let keep: HashSet<usize> = wanted.iter().copied().collect();
         let mut tape = OwnedTape::default();
         let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
         let scores = self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept"));
-        let acts = wanted.iter().map(|&v| self.to_array4(values[v].as_ref().expect("kept"))).collect();
+        let acts = wanted
+            .iter()
+            .map(|&v| self.to_array4(values[v].as_ref().expect("kept")))
+            .collect();
         Ok((scores, acts))
     }
 
@@ -489,7 +594,13 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
                 Layer::Flatten => v = node.inputs[0],
                 Layer::AdaptiveAvgPool2d([1, 1]) => {
                     let map = node.inputs[0];
-                    let layer = self.names.iter().rev().find(|n| n.value == map)?.name.clone();
+                    let layer = self
+                        .names
+                        .iter()
+                        .rev()
+                        .find(|n| n.value == map)?
+                        .name
+                        .clone();
                     return Some(LinearHead {
                         layer,
                         weight: fc.weight(),

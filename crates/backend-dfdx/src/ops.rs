@@ -43,12 +43,21 @@ pub fn dims<E, D: dfdx::tensor::Storage<E>, T>(t: &Tensor4<E, D, T>) -> [usize; 
 }
 
 /// A 4-d tensor from host data, checking the length.
-pub fn tensor4<E: Elem, D: KernelDevice<E>>(dev: &D, data: Vec<E>, shape: [usize; 4]) -> Result<Tensor4<E, D>> {
+pub fn tensor4<E: Elem, D: KernelDevice<E>>(
+    dev: &D,
+    data: Vec<E>,
+    shape: [usize; 4],
+) -> Result<Tensor4<E, D>> {
     let n: usize = shape.iter().product();
     if data.len() != n {
-        return Err(Error::shape("tensor data", format!("{n} values for {shape:?}"), format!("{} values", data.len())));
+        return Err(Error::shape(
+            "tensor data",
+            format!("{n} values for {shape:?}"),
+            format!("{} values", data.len()),
+        ));
     }
-    dev.try_tensor_from_vec(data, (shape[0], shape[1], shape[2], shape[3])).map_err(backend)
+    dev.try_tensor_from_vec(data, (shape[0], shape[1], shape[2], shape[3]))
+        .map_err(backend)
 }
 
 /// Records a backward closure for `out = op(inputs)`: it takes `dL/d out` and adds
@@ -94,7 +103,14 @@ impl Padding {
     }
 
     /// The four paddings for an input of `h x w`.
-    pub fn resolve(&self, h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> [usize; 4] {
+    pub fn resolve(
+        &self,
+        h: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> [usize; 4] {
         match *self {
             Padding::Explicit(p) => p,
             Padding::Same => {
@@ -139,8 +155,19 @@ impl Conv2dConfig {
     /// Validates the convolution of an input of shape `x` with weights `w`.
     pub fn geometry(&self, x: [usize; 4], w: [usize; 4]) -> Result<ConvGeom> {
         let kernel = [w[2], w[3]];
-        let pad = self.padding.resolve(x[2], x[3], kernel, self.stride, self.dilation);
-        ConvGeom::new(x, w[0], w[1], kernel, self.stride, self.dilation, pad, self.groups)
+        let pad = self
+            .padding
+            .resolve(x[2], x[3], kernel, self.stride, self.dilation);
+        ConvGeom::new(
+            x,
+            w[0],
+            w[1],
+            kernel,
+            self.stride,
+            self.dilation,
+            pad,
+            self.groups,
+        )
     }
 }
 
@@ -170,7 +197,15 @@ impl Pool2dConfig {
 
     /// Validates the window on an input of shape `x`.
     pub fn geometry(&self, x: [usize; 4]) -> Result<PoolGeom> {
-        PoolGeom::new(x[0] * x[1], x[2], x[3], self.kernel, self.stride, self.padding, self.ceil_mode)
+        PoolGeom::new(
+            x[0] * x[1],
+            x[2],
+            x[3],
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+        )
     }
 }
 
@@ -245,7 +280,9 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         vec![dx]
     });
     if let Some(p) = params {
-        record_params(tape, &out, p, move |dy, dw, db| kernels::conv2d_backward_weight(&g, &xs, dy, dw, db));
+        record_params(tape, &out, p, move |dy, dw, db| {
+            kernels::conv2d_backward_weight(&g, &xs, dy, dw, db)
+        });
     }
     Ok(out)
 }
@@ -356,7 +393,11 @@ pub(crate) fn adaptive_avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let [n, c, h, w] = dims(x);
     let [ho, wo] = out_hw;
     if ho == 0 || wo == 0 || h == 0 || w == 0 {
-        return Err(Error::shape("adaptive average pool", "non-empty input and output", format!("{h}x{w} -> {ho}x{wo}")));
+        return Err(Error::shape(
+            "adaptive average pool",
+            "non-empty input and output",
+            format!("{h}x{w} -> {ho}x{wo}"),
+        ));
     }
     let xs = x.as_vec();
     let mut y = vec![E::zero(); n * c * ho * wo];
@@ -371,7 +412,10 @@ pub(crate) fn adaptive_avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 }
 
 /// `(N, C, H, W) -> (N, C*H*W, 1, 1)`, PyTorch's `flatten(1)` order.
-pub(crate) fn flatten_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(x: &Tensor4<E, D>, tape: &mut T) -> Result<Tensor4<E, D>> {
+pub(crate) fn flatten_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: &Tensor4<E, D>,
+    tape: &mut T,
+) -> Result<Tensor4<E, D>> {
     let [n, c, h, w] = dims(x);
     let out = tensor4(x.device(), x.as_vec(), [n, c * h * w, 1, 1])?;
     record(tape, &out, &[x], |dy| vec![dy]);
@@ -407,7 +451,9 @@ pub(crate) fn linear_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         vec![dx]
     });
     if let Some(p) = params {
-        record_params(tape, &out, p, move |dy, dw, db| kernels::linear_backward_weight(n, f, k, &xs, dy, dw, db));
+        record_params(tape, &out, p, move |dy, dw, db| {
+            kernels::linear_backward_weight(n, f, k, &xs, dy, dw, db)
+        });
     }
     Ok(out)
 }
@@ -419,9 +465,18 @@ pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
     if dims(a) != dims(b) {
-        return Err(Error::shape("residual add", format!("{:?}", dims(a)), format!("{:?}", dims(b))));
+        return Err(Error::shape(
+            "residual add",
+            format!("{:?}", dims(a)),
+            format!("{:?}", dims(b)),
+        ));
     }
-    let y = a.as_vec().into_iter().zip(b.as_vec()).map(|(u, v)| u + v).collect();
+    let y = a
+        .as_vec()
+        .into_iter()
+        .zip(b.as_vec())
+        .map(|(u, v)| u + v)
+        .collect();
     let out = tensor4(a.device(), y, dims(a))?;
     record(tape, &out, &[a, b], |dy| vec![dy.clone(), dy]);
     Ok(out)
@@ -436,10 +491,20 @@ pub fn seed_loss<E: Elem, D: KernelDevice<E>>(
     let (y, mut tape) = y.split_tape();
     let ys = y.as_vec();
     if ys.len() != seed.len() {
-        return Err(Error::shape("seed", format!("{} values", ys.len()), format!("{} values", seed.len())));
+        return Err(Error::shape(
+            "seed",
+            format!("{} values", ys.len()),
+            format!("{} values", seed.len()),
+        ));
     }
-    let v = ys.iter().zip(&seed).fold(E::zero(), |a, (&p, &q)| a + p * q);
-    let loss = y.device().try_tensor_from_vec(vec![v], ()).map_err(backend)?;
+    let v = ys
+        .iter()
+        .zip(&seed)
+        .fold(E::zero(), |a, (&p, &q)| a + p * q);
+    let loss = y
+        .device()
+        .try_tensor_from_vec(vec![v], ())
+        .map_err(backend)?;
     let y_g = y.ghost();
     let loss_g = loss.ghost();
     tape.add_backward_op(move |grads| {
@@ -581,12 +646,16 @@ pub fn adaptive_avg_pool2d<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 }
 
 /// Global average pool, `(N, C, H, W) -> (N, C, 1, 1)`.
-pub fn global_avg_pool<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(x: Tensor4<E, D, T>) -> Result<Tensor4<E, D, T>> {
+pub fn global_avg_pool<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+) -> Result<Tensor4<E, D, T>> {
     adaptive_avg_pool2d(x, [1, 1])
 }
 
 /// `(N, C, H, W) -> (N, C*H*W, 1, 1)`.
-pub fn flatten<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(x: Tensor4<E, D, T>) -> Result<Tensor4<E, D, T>> {
+pub fn flatten<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
+    x: Tensor4<E, D, T>,
+) -> Result<Tensor4<E, D, T>> {
     with_tape(x, |x, t| flatten_op(x, t))
 }
 

@@ -36,7 +36,13 @@ impl<F: Scalar> AttributionMap<F> {
         self.values
             .view()
             .into_dimensionality::<Ix4>()
-            .map_err(|_| Error::shape("attribution map", "(N, C, H, W)", format!("{:?}", self.values.shape())))
+            .map_err(|_| {
+                Error::shape(
+                    "attribution map",
+                    "(N, C, H, W)",
+                    format!("{:?}", self.values.shape()),
+                )
+            })
     }
 
     /// The values as `(N, H, W)`; an error for input-space maps.
@@ -44,7 +50,13 @@ impl<F: Scalar> AttributionMap<F> {
         self.values
             .view()
             .into_dimensionality::<Ix3>()
-            .map_err(|_| Error::shape("attribution map", "(N, H, W)", format!("{:?}", self.values.shape())))
+            .map_err(|_| {
+                Error::shape(
+                    "attribution map",
+                    "(N, H, W)",
+                    format!("{:?}", self.values.shape()),
+                )
+            })
     }
 }
 
@@ -56,5 +68,10 @@ pub trait Attribution<F: Scalar, M: ?Sized> {
     fn name(&self) -> &'static str;
 
     /// Explains `target` for every item of `input` (NCHW).
-    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>>;
+    fn attribute(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<AttributionMap<F>>;
 }

@@ -25,7 +25,11 @@ pub struct BackwardRequest<'a, F: Scalar> {
 
 impl<'a, F: Scalar> BackwardRequest<'a, F> {
     /// A request for the input gradient only.
-    pub fn input_gradient(input: ArrayView4<'a, F>, target: &'a Target<F>, rectifier: Rectifier) -> Self {
+    pub fn input_gradient(
+        input: ArrayView4<'a, F>,
+        target: &'a Target<F>,
+        rectifier: Rectifier,
+    ) -> Self {
         BackwardRequest {
             input,
             target,
@@ -74,17 +78,20 @@ pub struct BackwardOutput<F: Scalar> {
 impl<F: Scalar> BackwardOutput<F> {
     /// The tap named `name`.
     pub fn tap(&self, name: &str) -> Result<&TapOutput<F>> {
-        self.taps.iter().find(|t| t.name == name).ok_or_else(|| Error::UnknownLayer {
-            name: name.to_string(),
-            valid: self.taps.iter().map(|t| t.name.clone()).collect(),
-        })
+        self.taps
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::UnknownLayer {
+                name: name.to_string(),
+                valid: self.taps.iter().map(|t| t.name.clone()).collect(),
+            })
     }
 
     /// The input gradient, or a clear error if it was not requested.
     pub fn input_gradient(&self) -> Result<&Array4<F>> {
-        self.input_grad
-            .as_ref()
-            .ok_or_else(|| Error::Backend("the backward pass was asked without the input gradient".into()))
+        self.input_grad.as_ref().ok_or_else(|| {
+            Error::Backend("the backward pass was asked without the input gradient".into())
+        })
     }
 }
 
@@ -138,7 +145,11 @@ pub trait LayerTap<F: Scalar>: Model<F> {
 
     /// Scores and the activations `(N, C, h, w)` of `layers`, from one forward pass
     /// with no backward: what CAM and feature extraction need.
-    fn activations(&self, input: ArrayView4<F>, layers: &[String]) -> Result<(Array2<F>, Vec<Array4<F>>)>;
+    fn activations(
+        &self,
+        input: ArrayView4<F>,
+        layers: &[String],
+    ) -> Result<(Array2<F>, Vec<Array4<F>>)>;
 
     /// The GAP + linear head, if the network ends in one (needed by CAM).
     fn linear_head(&self) -> Option<LinearHead<F>> {
@@ -149,10 +160,14 @@ pub trait LayerTap<F: Scalar>: Model<F> {
     /// names otherwise.
     fn check_layer(&self, name: &str) -> Result<LayerInfo> {
         let layers = self.layers();
-        layers.iter().find(|l| l.name == name).cloned().ok_or_else(|| Error::UnknownLayer {
-            name: name.to_string(),
-            valid: layers.into_iter().map(|l| l.name).collect(),
-        })
+        layers
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownLayer {
+                name: name.to_string(),
+                valid: layers.into_iter().map(|l| l.name).collect(),
+            })
     }
 }
 

@@ -95,7 +95,10 @@ impl<F: Scalar> Target<F> {
     /// be explained in chunks (and batch results compared with per-item ones).
     pub fn slice(&self, start: usize, end: usize, n: usize) -> Result<Target<F>> {
         if start > end || end > n {
-            return Err(Error::param("target slice", format!("{start}..{end} is not inside a batch of {n}")));
+            return Err(Error::param(
+                "target slice",
+                format!("{start}..{end} is not inside a batch of {n}"),
+            ));
         }
         Ok(match self {
             Target::Class(c) => Target::Class(*c),
@@ -118,7 +121,9 @@ impl<F: Scalar> Target<F> {
             }
             Target::Objective(obj) => {
                 let inner = obj.clone();
-                Target::Objective(Objective::new(obj.name(), move |i, s| inner.eval(i + start, s)))
+                Target::Objective(Objective::new(obj.name(), move |i, s| {
+                    inner.eval(i + start, s)
+                }))
             }
             Target::Negated(inner) => Target::Negated(Box::new(inner.slice(start, end, n)?)),
         })
@@ -143,7 +148,8 @@ impl<F: Scalar> Target<F> {
                 }
                 seed[[item, c]] = F::one();
             }
-            let values = Array1::from_iter(classes.iter().enumerate().map(|(i, &c)| scores[[i, c]]));
+            let values =
+                Array1::from_iter(classes.iter().enumerate().map(|(i, &c)| scores[[i, c]]));
             Ok(ResolvedTarget {
                 seed,
                 values,
@@ -189,7 +195,10 @@ impl<F: Scalar> Target<F> {
                     ));
                 }
                 if let Some(bad) = seed.iter().find(|v| !v.is_finite()) {
-                    return Err(Error::param("target seed", format!("contains non-finite value {bad}")));
+                    return Err(Error::param(
+                        "target seed",
+                        format!("contains non-finite value {bad}"),
+                    ));
                 }
                 let values = (seed * &scores).sum_axis(ndarray::Axis(1));
                 Ok(ResolvedTarget {
@@ -282,7 +291,10 @@ mod tests {
         assert_eq!(r.values, array![3.0, -1.0]);
         let top = Target::<f64>::TopPredicted.resolve(s.view()).unwrap();
         assert_eq!(top.classes, vec![Some(1), Some(2)]);
-        let neg = Target::PerSample(vec![0, 2]).negated().resolve(s.view()).unwrap();
+        let neg = Target::PerSample(vec![0, 2])
+            .negated()
+            .resolve(s.view())
+            .unwrap();
         assert_eq!(neg.seed, array![[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]);
         assert_eq!(neg.values, array![-1.0, -4.0]);
         assert_eq!(neg.value_at(1, array![0.0, 0.0, 2.5].view()), -2.5);
@@ -301,7 +313,9 @@ mod tests {
         );
         let e = Target::PerSample(vec![0, 1]).resolve(s.view()).unwrap_err();
         assert!(e.to_string().contains("expected 1 classes"), "{e}");
-        let e = Target::Seed(array![[1.0f32]]).resolve(s.view()).unwrap_err();
+        let e = Target::Seed(array![[1.0f32]])
+            .resolve(s.view())
+            .unwrap_err();
         assert!(matches!(e, Error::ShapeMismatch { .. }));
         let e = Target::<f32>::TopPredicted
             .resolve(ndarray::Array2::zeros((0, 2)).view())

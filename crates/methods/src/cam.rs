@@ -1,4 +1,6 @@
-use attrib_core::{Attribution, AttributionMap, Error, LayerTap, MapLayout, Result, Scalar, Target};
+use attrib_core::{
+    Attribution, AttributionMap, Error, LayerTap, MapLayout, Result, Scalar, Target,
+};
 use ndarray::ArrayView4;
 
 use crate::common::weighted_channel_sum;
@@ -19,7 +21,12 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for Cam {
         "cam"
     }
 
-    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+    fn attribute(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<AttributionMap<F>> {
         let head = model.linear_head().ok_or_else(|| {
             Error::unsupported(
                 "cam",
@@ -27,7 +34,9 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for Cam {
             )
         })?;
         let (scores, mut acts) = model.activations(input, std::slice::from_ref(&head.layer))?;
-        let acts = acts.pop().ok_or_else(|| Error::Backend("no activation returned for the head's layer".into()))?;
+        let acts = acts
+            .pop()
+            .ok_or_else(|| Error::Backend("no activation returned for the head's layer".into()))?;
         let resolved = target.resolve(scores.view())?;
         if acts.dim().1 != head.weight.ncols() {
             return Err(Error::shape(

@@ -1,4 +1,7 @@
-use attrib_core::{Attribution, AttributionMap, BackwardRequest, LayerTap, MapLayout, Result, Scalar, Target, TapOutput};
+use attrib_core::{
+    Attribution, AttributionMap, BackwardRequest, LayerTap, MapLayout, Result, Scalar, TapOutput,
+    Target,
+};
 use ndarray::{Array2, Array3, ArrayView4, Axis};
 
 use crate::common::{layer_or_default, map, weighted_channel_sum};
@@ -57,7 +60,11 @@ impl GradCam {
         target: &Target<F>,
     ) -> Result<(Array3<F>, String, attrib_core::BackwardOutput<F>)> {
         let layer = layer_or_default(model, self.layer.as_deref())?;
-        let target = if self.counterfactual { target.negated() } else { target.clone() };
+        let target = if self.counterfactual {
+            target.negated()
+        } else {
+            target.clone()
+        };
         let out = model.backward(&BackwardRequest::tap(input, &target, &layer))?;
         let cam = grad_cam_map(out.tap(&layer)?, !self.no_relu);
         Ok((cam, layer, out))
@@ -88,7 +95,12 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GradCam {
         }
     }
 
-    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+    fn attribute(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<AttributionMap<F>> {
         let (cam, layer, out) = self.compute(model, input, target)?;
         Ok(map(cam, MapLayout::Layer { name: layer }, &out))
     }

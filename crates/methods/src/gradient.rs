@@ -1,4 +1,6 @@
-use attrib_core::{Attribution, AttributionMap, MapLayout, Model, Rectifier, Result, Scalar, Target};
+use attrib_core::{
+    Attribution, AttributionMap, MapLayout, Model, Rectifier, Result, Scalar, Target,
+};
 use ndarray::ArrayView4;
 
 use crate::common::{input_gradient, map};
@@ -13,7 +15,12 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Gradient {
         "gradient"
     }
 
-    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+    fn attribute(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<AttributionMap<F>> {
         let (g, out) = input_gradient(model, input, target, Rectifier::Gradient)?;
         Ok(map(g, MapLayout::Input, &out))
     }

@@ -1,5 +1,7 @@
 use attrib_core::resample::resize_bilinear;
-use attrib_core::{Attribution, AttributionMap, LayerTap, MapLayout, Rectifier, Result, Scalar, Target};
+use attrib_core::{
+    Attribution, AttributionMap, LayerTap, MapLayout, Rectifier, Result, Scalar, Target,
+};
 use ndarray::{ArrayView4, Axis};
 
 use crate::common::{input_gradient, map};
@@ -31,7 +33,12 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GuidedGradCam {
         "guided-grad-cam"
     }
 
-    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+    fn attribute(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<AttributionMap<F>> {
         let (cam, _, _) = self.grad_cam.compute(model, input, target)?;
         let (mut guided, out) = input_gradient(model, input, target, Rectifier::Guided)?;
         let (_, _, h, w) = guided.dim();

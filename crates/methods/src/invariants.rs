@@ -35,9 +35,17 @@ impl Check {
 /// Compares two arrays of the same shape.
 pub fn compare<F: Scalar>(name: &'static str, lhs: &ArrayD<F>, rhs: &ArrayD<F>) -> Result<Check> {
     if lhs.shape() != rhs.shape() {
-        return Err(Error::shape(name, format!("{:?}", rhs.shape()), format!("{:?}", lhs.shape())));
+        return Err(Error::shape(
+            name,
+            format!("{:?}", rhs.shape()),
+            format!("{:?}", lhs.shape()),
+        ));
     }
-    let max_abs_diff = lhs.iter().zip(rhs).map(|(a, b)| (*a - *b).as_f64().abs()).fold(0.0, f64::max);
+    let max_abs_diff = lhs
+        .iter()
+        .zip(rhs)
+        .map(|(a, b)| (*a - *b).as_f64().abs())
+        .fold(0.0, f64::max);
     let scale = rhs.iter().map(|v| v.as_f64().abs()).fold(0.0, f64::max);
     Ok(Check {
         name,
@@ -57,7 +65,9 @@ pub fn grad_cam_is_relu_cam_over_z<F: Scalar, M: LayerTap<F> + ?Sized>(
         .linear_head()
         .map(|h| h.layer)
         .ok_or_else(|| Error::unsupported("cam", "no GAP + linear head"))?;
-    let gc = GradCam::new().layer(layer).attribute(model, input, target)?;
+    let gc = GradCam::new()
+        .layer(layer)
+        .attribute(model, input, target)?;
     let z = F::of((cam.values.shape()[1] * cam.values.shape()[2]) as f64);
     let expected = cam.values.mapv(|v| v.max(F::zero()) / z);
     compare("grad-cam = relu(cam)/Z", &gc.values, &expected)
@@ -70,13 +80,23 @@ pub fn cam_mean_is_score_minus_bias<F: Scalar, M: LayerTap<F> + ?Sized>(
     input: ArrayView4<F>,
     target: &Target<F>,
 ) -> Result<Check> {
-    let head = model.linear_head().ok_or_else(|| Error::unsupported("cam", "no GAP + linear head"))?;
+    let head = model
+        .linear_head()
+        .ok_or_else(|| Error::unsupported("cam", "no GAP + linear head"))?;
     let cam = Cam.attribute(model, input, target)?;
     let resolved = target.resolve(cam.scores.view())?;
-    let means = cam.spatial()?.mean_axis(Axis(2)).and_then(|m| m.mean_axis(Axis(1)));
+    let means = cam
+        .spatial()?
+        .mean_axis(Axis(2))
+        .and_then(|m| m.mean_axis(Axis(1)));
     let means = means.ok_or_else(|| Error::shape("cam", "a non-empty map", "an empty map"))?;
-    let expected = (&resolved.seed * &(&cam.scores - &head.bias.insert_axis(Axis(0)))).sum_axis(Axis(1));
-    compare("mean(cam) = score - bias", &means.into_dyn(), &expected.into_dyn())
+    let expected =
+        (&resolved.seed * &(&cam.scores - &head.bias.insert_axis(Axis(0)))).sum_axis(Axis(1));
+    compare(
+        "mean(cam) = score - bias",
+        &means.into_dyn(),
+        &expected.into_dyn(),
+    )
 }
 
 /// Guided Grad-CAM is the product of guided backprop and upsampled Grad-CAM.
@@ -92,7 +112,11 @@ pub fn guided_grad_cam_is_product<F: Scalar, M: LayerTap<F> + ?Sized>(
     let (_, _, h, w) = gb4.dim();
     let up = attrib_core::resample::resize_bilinear(gc.spatial()?, h, w);
     let expected = &gb4 * &up.insert_axis(Axis(1));
-    compare("guided-grad-cam = guided * up(grad-cam)", &ggc.values, &expected.into_dyn())
+    compare(
+        "guided-grad-cam = guided * up(grad-cam)",
+        &ggc.values,
+        &expected.into_dyn(),
+    )
 }
 
 /// Saliency is `max_c |gradient|`.
@@ -103,8 +127,15 @@ pub fn saliency_is_max_abs_gradient<F: Scalar, M: Model<F> + ?Sized>(
 ) -> Result<Check> {
     let sal = Saliency.attribute(model, input, target)?;
     let g = Gradient.attribute(model, input, target)?;
-    let expected = g.input_space()?.mapv(|v| v.abs()).fold_axis(Axis(1), F::zero(), |a, &b| a.max(b));
-    compare("saliency = max_c |gradient|", &sal.values, &expected.into_dyn())
+    let expected = g
+        .input_space()?
+        .mapv(|v| v.abs())
+        .fold_axis(Axis(1), F::zero(), |a, &b| a.max(b));
+    compare(
+        "saliency = max_c |gradient|",
+        &sal.values,
+        &expected.into_dyn(),
+    )
 }
 
 /// Explaining a batch gives the same maps as explaining each item alone.
@@ -118,11 +149,16 @@ pub fn batch_equals_items<F: Scalar, M: ?Sized, A: Attribution<F, M>>(
     let batch = method.attribute(model, input, target)?;
     let mut items = Vec::with_capacity(n);
     for i in 0..n {
-        let one = method.attribute(model, input.slice(ndarray::s![i..i + 1, .., .., ..]), &target.slice(i, i + 1, n)?)?;
+        let one = method.attribute(
+            model,
+            input.slice(ndarray::s![i..i + 1, .., .., ..]),
+            &target.slice(i, i + 1, n)?,
+        )?;
         items.push(one.values);
     }
     let views: Vec<_> = items.iter().map(|a| a.view()).collect();
-    let stacked = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::shape("per-item maps", "equal shapes", e))?;
+    let stacked = ndarray::concatenate(Axis(0), &views)
+        .map_err(|e| Error::shape("per-item maps", "equal shapes", e))?;
     compare("batch = items", &batch.values, &stacked)
 }
 

@@ -63,7 +63,13 @@ impl Occlusion {
     /// The number of forward passes (of up to `max_batch` images) an input of `h x w`
     /// needs per item, for progress reporting.
     pub fn windows(&self, h: usize, w: usize) -> usize {
-        let count = |len: usize, k: usize, s: usize| if k == 0 || s == 0 || k > len { 0 } else { (len - k) / s + 1 };
+        let count = |len: usize, k: usize, s: usize| {
+            if k == 0 || s == 0 || k > len {
+                0
+            } else {
+                (len - k) / s + 1
+            }
+        };
         count(h, self.window[0], self.stride[0]) * count(w, self.window[1], self.stride[1])
     }
 
@@ -78,10 +84,16 @@ impl Occlusion {
             ));
         }
         if self.window[0] > h || self.window[1] > w {
-            return Err(Error::param("occlusion window", format!("{:?} is larger than the {h}x{w} input", self.window)));
+            return Err(Error::param(
+                "occlusion window",
+                format!("{:?} is larger than the {h}x{w} input", self.window),
+            ));
         }
         if !self.baseline.is_finite() {
-            return Err(Error::param("occlusion baseline", format!("{} is not finite", self.baseline)));
+            return Err(Error::param(
+                "occlusion baseline",
+                format!("{} is not finite", self.baseline),
+            ));
         }
         Ok(())
     }
@@ -92,7 +104,12 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
         "occlusion"
     }
 
-    fn attribute(&self, model: &M, input: ArrayView4<F>, target: &Target<F>) -> Result<AttributionMap<F>> {
+    fn attribute(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<AttributionMap<F>> {
         let (n, c, h, w) = input.dim();
         let scores = model.forward(input)?;
         self.check(h, w)?;
@@ -103,7 +120,9 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
         let mut count = Array2::<F>::zeros((h, w));
         for &y in &ys {
             for &x in &xs {
-                count.slice_mut(s![y..y + wh, x..x + ww]).mapv_inplace(|v| v + F::one());
+                count
+                    .slice_mut(s![y..y + wh, x..x + ww])
+                    .mapv_inplace(|v| v + F::one());
             }
         }
         let mut jobs = Vec::with_capacity(n * ys.len() * xs.len());
@@ -124,11 +143,15 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
             let occluded = model.forward(batch.view())?;
             for (j, &(b, y, x)) in chunk.iter().enumerate() {
                 let drop = resolved.values[b] - resolved.value_at(b, occluded.row(j));
-                total.slice_mut(s![b, y..y + wh, x..x + ww]).mapv_inplace(|v| v + drop);
+                total
+                    .slice_mut(s![b, y..y + wh, x..x + ww])
+                    .mapv_inplace(|v| v + drop);
             }
         }
         for mut plane in total.outer_iter_mut() {
-            plane.zip_mut_with(&count, |v, &k| *v = if k > F::zero() { *v / k } else { F::zero() });
+            plane.zip_mut_with(&count, |v, &k| {
+                *v = if k > F::zero() { *v / k } else { F::zero() }
+            });
         }
         Ok(AttributionMap {
             values: total.into_dyn(),

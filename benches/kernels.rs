@@ -1,0 +1,45 @@
+//! Convolution kernels: forward and input gradient, for the shapes that dominate
+//! ResNet-style networks (3x3 and 1x1 convolutions, depthwise 3x3).
+
+use attrib_dfdx::kernels::{conv2d_backward_input, conv2d_forward, ConvGeom};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+fn geometries() -> Vec<(&'static str, ConvGeom)> {
+    let g = |x: [usize; 4], c_out, win, k, s, p, groups| {
+        ConvGeom::new(x, c_out, win, [k, k], [s, s], [1, 1], [p; 4], groups)
+            .expect("valid geometry")
+    };
+    vec![
+        ("3x3 64->64 56x56", g([1, 64, 56, 56], 64, 64, 3, 1, 1, 1)),
+        (
+            "3x3 256->256 14x14",
+            g([1, 256, 14, 14], 256, 256, 3, 1, 1, 1),
+        ),
+        (
+            "1x1 256->1024 14x14",
+            g([1, 256, 14, 14], 1024, 256, 1, 1, 0, 1),
+        ),
+        ("dw3x3 144 56x56", g([1, 144, 56, 56], 144, 1, 3, 1, 1, 144)),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d");
+    for (name, g) in geometries() {
+        let x = vec![0.5f32; g.n * g.c_in * g.h * g.w];
+        let w = vec![0.01f32; g.c_out * (g.c_in / g.groups) * g.kernel[0] * g.kernel[1]];
+        let mut y = vec![0.0f32; g.out_len()];
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| conv2d_forward(&g, &x, &w, None, &mut y))
+        });
+        let dy = vec![0.1f32; g.out_len()];
+        let mut dx = vec![0.0f32; x.len()];
+        group.bench_function(BenchmarkId::new("input-grad", name), |b| {
+            b.iter(|| conv2d_backward_input(&g, &dy, &w, &mut dx))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,11 @@
+//! `attrib-viz` turns raw attribution maps into pictures and files: normalisation
+//! (safe on constant maps), colormaps, upsampling to the input size with the same
+//! geometry the methods use, overlays on the photo, PNG and `.npy` output. It never
+//! differentiates anything; it only renders what the methods return.
+
+pub mod colormap;
+pub mod io;
+pub mod normalize;
+
+pub use colormap::Colormap;
+pub use normalize::{normalize, Normalization};
