@@ -12,20 +12,28 @@
 //! gradients.
 //!
 //! [`NetworkBuilder`] assembles networks from named layers (the names are the tap
-//! names). The CPU is the default device; the `cuda` feature adds dfdx's CUDA device,
+//! names); [`Arch`] builds the model zoo (ResNet, VGG, AlexNet, EfficientNet-Lite0)
+//! from PyTorch state dicts, read from safetensors or directly from `.pth` files
+//! ([`WeightMap`]). The CPU is the default device; the `cuda` feature adds dfdx's CUDA device,
 //! on which the same host kernels run with buffers copied to and from the GPU (see
 //! the README for what is verified on a GPU).
 //!
 //! [`Rectifier`]: attrib_core::Rectifier
 
 mod device;
+pub mod imagenet;
 pub mod kernels;
 mod layers;
 mod network;
 pub mod ops;
+mod pth;
+pub mod weights;
+pub mod zoo;
 
 pub use device::{Elem, KernelDevice};
 pub use dfdx::tensor::Cpu;
 pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
 pub use network::{Network, NetworkBuilder, ValueId};
 pub use ops::{Conv2dConfig, Padding, Pool2dConfig};
+pub use weights::{ParamKind, ParamSource, StrictWeights, Synthetic, WeightMap};
+pub use zoo::Arch;

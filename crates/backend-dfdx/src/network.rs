@@ -62,6 +62,12 @@ impl<E: Elem> NetworkBuilder<E> {
         }
     }
 
+    /// The full tap name `name` gets in the current scope (`layer1.0.conv1`), which is
+    /// also its PyTorch module path.
+    pub fn path(&self, name: &str) -> String {
+        self.full_name(name)
+    }
+
     fn full_name(&self, name: &str) -> String {
         let mut parts = self.prefix.clone();
         parts.push(name.to_string());

@@ -8,4 +8,4 @@ pub mod io;
 pub mod normalize;
 
 pub use colormap::Colormap;
-pub use normalize::{normalize, Normalization};
+pub use normalize::{normalize, upsample_normalized, Normalization};

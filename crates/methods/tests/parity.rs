@@ -1,0 +1,235 @@
+//! Parity with the reference implementations (Captum, pytorch-grad-cam) on fixtures
+//! written by `tools/reference/generate.py`: relative error `max|a - b| / max|b|`
+//! at most 1e-4 in f32 for every method (1e-3 for pytorch-grad-cam's normalised,
+//! upsampled map).
+
+use std::path::{Path, PathBuf};
+
+use attrib_core::{Attribution, LayerTap, Model, Target};
+use attrib_dfdx::{
+    imagenet, Arch, Conv2d, Conv2dConfig, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
+    WeightMap,
+};
+use attrib_methods::{
+    Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency,
+};
+use ndarray::{ArrayD, ArrayView4, Ix4};
+use ndarray_npy::read_npy;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> ArrayD<f32> {
+    let p = root()
+        .join("fixtures/reference")
+        .join(format!("{name}.npy"));
+    read_npy(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn rel_err(got: &ArrayD<f32>, expected: &ArrayD<f32>) -> f64 {
+    assert_eq!(got.shape(), expected.shape(), "shape");
+    let d = got
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    let s = expected.iter().map(|b| b.abs() as f64).fold(0.0, f64::max);
+    assert!(s > 0.0, "all-zero reference");
+    d / s
+}
+
+/// Runs every method and compares with `<prefix>.<method>.npy`.
+fn check_all(
+    prefix: &str,
+    net: &Network<f32>,
+    x: ArrayView4<f32>,
+    target: &Target<f32>,
+    occlusion: Occlusion,
+) {
+    let scores = net.forward(x).unwrap().into_dyn();
+    let e = rel_err(&scores, &fixture(&format!("{prefix}.scores")));
+    assert!(e <= 1e-4, "{prefix} scores: relative error {e:e}");
+    let gc = GradCam::new();
+    let ggc = GuidedGradCam::new();
+    let methods: Vec<(&str, &dyn Attribution<f32, Network<f32>>)> = vec![
+        ("gradient", &Gradient),
+        ("saliency", &Saliency),
+        ("guided-backprop", &GuidedBackprop),
+        ("deconvnet", &Deconvnet),
+        ("grad-cam", &gc),
+        ("guided-grad-cam", &ggc),
+        ("occlusion", &occlusion),
+    ];
+    let mut report = Vec::new();
+    for (name, m) in methods {
+        let got = m.attribute(net, x, target).unwrap().values;
+        let e = rel_err(&got, &fixture(&format!("{prefix}.{name}")));
+        report.push(format!("{name} {e:.1e}"));
+        assert!(e <= 1e-4, "{prefix} {name}: relative error {e:e}");
+    }
+    let cam = gc.attribute(net, x, target).unwrap();
+    let (_, _, h, w) = x.dim();
+    let shown = attrib_viz::upsample_normalized(cam.spatial().unwrap(), h, w).into_dyn();
+    let e = rel_err(&shown, &fixture(&format!("{prefix}.pytorch-grad-cam")));
+    report.push(format!("pytorch-grad-cam {e:.1e}"));
+    assert!(e <= 1e-3, "{prefix} pytorch-grad-cam: relative error {e:e}");
+    eprintln!("{prefix}: {}", report.join(", "));
+}
+
+fn input(name: &str) -> ndarray::Array4<f32> {
+    fixture(name).into_dimensionality::<Ix4>().unwrap()
+}
+
+#[test]
+fn resnet18_synthetic_weights_batch_of_two() {
+    let net = Arch::Resnet18.synthetic::<f32>(0, 10).unwrap();
+    assert_eq!(net.default_layer(), "layer4");
+    let x = input("resnet18.input");
+    check_all(
+        "resnet18",
+        &net,
+        x.view(),
+        &Target::PerSample(vec![3, 7]),
+        Occlusion::new(16, 8),
+    );
+}
+
+fn tiny_vgg(map: &WeightMap) -> Network<f32> {
+    let t = |k: &str| map.get(k).unwrap().to_vec::<f32>().unwrap();
+    let same = Conv2dConfig {
+        padding: Padding::symmetric(1),
+        ..Conv2dConfig::default()
+    };
+    let mut b = NetworkBuilder::new([3, 32, 32]);
+    b.scope("features", |b| {
+        b.conv2d(
+            "0",
+            Conv2d::from_vec(
+                t("features.0.weight"),
+                [8, 3, 3, 3],
+                Some(t("features.0.bias")),
+                same,
+            )?,
+        )?;
+        b.relu("1")?.max_pool("2", Pool2dConfig::new(2, 2, 0))?;
+        b.conv2d(
+            "3",
+            Conv2d::from_vec(
+                t("features.3.weight"),
+                [16, 8, 3, 3],
+                Some(t("features.3.bias")),
+                same,
+            )?,
+        )?;
+        b.relu("4")?.max_pool("5", Pool2dConfig::new(2, 2, 0))?;
+        b.conv2d(
+            "6",
+            Conv2d::from_vec(
+                t("features.6.weight"),
+                [16, 16, 3, 3],
+                Some(t("features.6.bias")),
+                same,
+            )?,
+        )?;
+        b.relu("7")?;
+        Ok(())
+    })
+    .unwrap();
+    b.flatten("flatten").unwrap();
+    b.linear(
+        "classifier",
+        Linear::from_vec(
+            t("classifier.weight"),
+            [5, 1024],
+            Some(t("classifier.bias")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    b.build().unwrap()
+}
+
+#[test]
+fn tiny_vgg_with_max_pool_from_safetensors_and_pth() {
+    let map = WeightMap::load(&root().join("fixtures/reference/tiny_vgg.safetensors")).unwrap();
+    for f in ["tiny_vgg_zip.pth", "tiny_vgg_legacy.pth"] {
+        assert_eq!(
+            WeightMap::load(&root().join("fixtures/pth").join(f)).unwrap(),
+            map,
+            "{f}"
+        );
+    }
+    let net = tiny_vgg(&map);
+    // The last rectified map is `features.7`, also the output of `features`: the outer name wins.
+    assert_eq!(net.default_layer(), "features");
+    let x = input("tiny_vgg.input");
+    check_all(
+        "tiny_vgg",
+        &net,
+        x.view(),
+        &Target::PerSample(vec![1, 4]),
+        Occlusion::new(8, 4),
+    );
+}
+
+/// The pretrained EfficientNet-Lite0 fetched by `scripts/fetch-weights`. CI sets
+/// `ATTRIB_REQUIRE_WEIGHTS=1`, so there a missing file fails instead of skipping.
+fn lite0() -> Option<Network<f32>> {
+    let cache = std::env::var_os("ATTRIB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache"));
+    let path = cache.join("weights/efficientnet-lite0.safetensors");
+    if !path.exists() {
+        assert!(
+            std::env::var_os("ATTRIB_REQUIRE_WEIGHTS").is_none(),
+            "{} is missing: run scripts/fetch-weights",
+            path.display()
+        );
+        eprintln!(
+            "skipping: {} not found (run scripts/fetch-weights)",
+            path.display()
+        );
+        return None;
+    }
+    Some(Arch::EfficientnetLite0.load(&path).unwrap())
+}
+
+#[test]
+fn efficientnet_lite0_classifies_the_photos_like_pytorch() {
+    let Some(net) = lite0() else { return };
+    for (photo, class) in [("chelsea", 285), ("coffee", 967)] {
+        let x =
+            imagenet::load_image(&root().join("assets").join(format!("{photo}.png")), 224).unwrap();
+        let logits = net.forward(x.view()).unwrap();
+        let e = rel_err(
+            &logits.clone().into_dyn(),
+            &fixture(&format!("lite0.{photo}.logits224")),
+        );
+        assert!(e <= 1e-4, "{photo}: logits relative error {e:e}");
+        let top = Target::<f32>::TopPredicted
+            .resolve(logits.view())
+            .unwrap()
+            .classes[0];
+        assert_eq!(
+            top,
+            Some(class),
+            "{photo} is {}",
+            imagenet::class_name(class)
+        );
+    }
+}
+
+#[test]
+fn efficientnet_lite0_methods_match_the_references() {
+    let Some(net) = lite0() else { return };
+    assert_eq!(net.default_layer(), "_swish1");
+    let x = input("lite0.input");
+    check_all(
+        "lite0",
+        &net,
+        x.view(),
+        &Target::Class(285),
+        Occlusion::new(16, 8),
+    );
+}
