@@ -76,6 +76,27 @@ pub fn normalize<F: Scalar, D: Dimension>(
     }
 }
 
+/// Upsamples `(N, h, w)` maps to `(N, out_h, out_w)` for display the way
+/// pytorch-grad-cam does: each map min-max normalised, resized bilinearly
+/// (`align_corners=False` geometry), normalised again. Constant maps give zeros.
+pub fn upsample_normalized<F: Scalar>(
+    maps: ndarray::ArrayView3<F>,
+    out_h: usize,
+    out_w: usize,
+) -> ndarray::Array3<f32> {
+    let (n, h, w) = maps.dim();
+    let mut small = ndarray::Array3::<f32>::zeros((n, h, w));
+    for (mut dst, src) in small.outer_iter_mut().zip(maps.outer_iter()) {
+        dst.assign(&normalize(src, Normalization::MinMax));
+    }
+    let mut up = attrib_core::resample::resize_bilinear(small.view(), out_h, out_w);
+    for mut plane in up.outer_iter_mut() {
+        let normed = normalize(plane.view(), Normalization::MinMax);
+        plane.assign(&normed);
+    }
+    up
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,25 +146,4 @@ mod tests {
             array![1.0f32, 0.0, 0.5, 1.0]
         );
     }
-}
-
-/// Upsamples `(N, h, w)` maps to `(N, out_h, out_w)` for display the way
-/// pytorch-grad-cam does: each map min-max normalised, resized bilinearly
-/// (`align_corners=False` geometry), normalised again. Constant maps give zeros.
-pub fn upsample_normalized<F: Scalar>(
-    maps: ndarray::ArrayView3<F>,
-    out_h: usize,
-    out_w: usize,
-) -> ndarray::Array3<f32> {
-    let (n, h, w) = maps.dim();
-    let mut small = ndarray::Array3::<f32>::zeros((n, h, w));
-    for (mut dst, src) in small.outer_iter_mut().zip(maps.outer_iter()) {
-        dst.assign(&normalize(src, Normalization::MinMax));
-    }
-    let mut up = attrib_core::resample::resize_bilinear(small.view(), out_h, out_w);
-    for mut plane in up.outer_iter_mut() {
-        let normed = normalize(plane.view(), Normalization::MinMax);
-        plane.assign(&normed);
-    }
-    up
 }
