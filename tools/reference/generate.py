@@ -181,6 +181,25 @@ def tiny_vgg_fixture():
     save("tiny_vgg.scores", scores)
 
 
+def state_dict_keys_fixture():
+    """Names and shapes of every architecture's state dict, as PyTorch builds it."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    models = {
+        "resnet18": torchvision.models.resnet18(),
+        "resnet34": torchvision.models.resnet34(),
+        "resnet50": torchvision.models.resnet50(),
+        "vgg16": torchvision.models.vgg16(),
+        "vgg16_bn": torchvision.models.vgg16_bn(),
+        "alexnet": torchvision.models.alexnet(),
+        "efficientnet-lite0": EfficientNet.from_name("efficientnet-lite0"),
+    }
+    keys = {name: [[k, list(v.shape)] for k, v in m.state_dict().items()] for name, m in models.items()}
+    with open(os.path.join(OUT, "state_dicts.json"), "w") as f:
+        json.dump(keys, f, separators=(",", ":"))
+        f.write("\n")
+
+
 def views_fixture():
     """Tensors that are views into shared storages, in several dtypes."""
     base = torch.arange(12, dtype=torch.float32)
@@ -250,6 +269,7 @@ def main():
     resnet18_fixture()
     tiny_vgg_fixture()
     views_fixture()
+    state_dict_keys_fixture()
     if args.weights:
         efficientnet_fixture(args.weights)
     meta = {

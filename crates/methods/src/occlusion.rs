@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use attrib_core::{Attribution, AttributionMap, Error, MapLayout, Model, Result, Scalar, Target};
 use ndarray::{s, Array2, Array3, Array4, ArrayView4};
 
@@ -10,12 +12,27 @@ use ndarray::{s, Array2, Array3, Array4, ArrayView4};
 /// value this equals (Captum repeats it over channels). Pixels no window covers (when
 /// the stride does not tile the image) are 0. Occluded copies are evaluated in
 /// forward batches of at most `max_batch` images, which bounds memory.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Occlusion {
     window: [usize; 2],
     stride: [usize; 2],
     baseline: f64,
     max_batch: usize,
+    progress: Option<Arc<Progress>>,
+}
+
+/// Called with `(occluded images evaluated, total)` after each forward batch.
+pub type Progress = dyn Fn(usize, usize) + Send + Sync;
+
+impl std::fmt::Debug for Occlusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Occlusion")
+            .field("window", &self.window)
+            .field("stride", &self.stride)
+            .field("baseline", &self.baseline)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
 }
 
 impl Default for Occlusion {
@@ -32,7 +49,14 @@ impl Occlusion {
             stride: [stride, stride],
             baseline: 0.0,
             max_batch: 32,
+            progress: None,
         }
+    }
+
+    /// Reports progress after each forward batch (the CLI's progress bar).
+    pub fn on_progress(mut self, f: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
     }
 
     /// A rectangular window `(h, w)`.
@@ -133,6 +157,7 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
         }
         let baseline = F::of(self.baseline);
         let mut total = Array3::<F>::zeros((n, h, w));
+        let mut done = 0;
         for chunk in jobs.chunks(self.max_batch) {
             let mut batch = Array4::<F>::zeros((chunk.len(), c, h, w));
             for (j, &(b, y, x)) in chunk.iter().enumerate() {
@@ -146,6 +171,10 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
                 total
                     .slice_mut(s![b, y..y + wh, x..x + ww])
                     .mapv_inplace(|v| v + drop);
+            }
+            done += chunk.len();
+            if let Some(p) = &self.progress {
+                p(done, jobs.len());
             }
         }
         for mut plane in total.outer_iter_mut() {

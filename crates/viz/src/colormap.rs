@@ -8,6 +8,10 @@ pub enum Colormap {
     /// A blue-white-red diverging map for signed values normalised with
     /// [`Normalization::Symmetric`](crate::Normalization::Symmetric): 0.5 is white.
     Diverging,
+    /// matplotlib's `viridis`: perceptually uniform, readable in grey and by colour-blind readers.
+    Viridis,
+    /// Google's `turbo`: a smoother, perceptually better rainbow than jet.
+    Turbo,
     /// Grey levels.
     Gray,
 }
@@ -29,10 +33,27 @@ fn segments(points: &[(f32, f32)], x: f32) -> f32 {
 }
 
 impl Colormap {
+    /// Every colormap with its name.
+    pub const ALL: [(&'static str, Colormap); 5] = [
+        ("jet", Colormap::Jet),
+        ("viridis", Colormap::Viridis),
+        ("turbo", Colormap::Turbo),
+        ("diverging", Colormap::Diverging),
+        ("gray", Colormap::Gray),
+    ];
+
+    /// The colormap called `name`.
+    pub fn from_name(name: &str) -> Option<Colormap> {
+        Colormap::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+
     /// The colour of `v` (clamped to `[0, 1]`; NaN maps like 0).
     pub fn rgb(self, v: f32) -> [u8; 3] {
         let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        let lut = |t: &[[u8; 3]; 256]| t[(v * 255.0).round() as usize];
         let f = match self {
+            Colormap::Viridis => return lut(&crate::luts::VIRIDIS),
+            Colormap::Turbo => return lut(&crate::luts::TURBO),
             // matplotlib's _jet_data segment tables.
             Colormap::Jet => [
                 segments(
@@ -92,5 +113,12 @@ mod tests {
         assert_eq!(Colormap::Diverging.rgb(0.0), [0, 0, 255]);
         assert_eq!(Colormap::Diverging.rgb(1.0), [255, 0, 0]);
         assert_eq!(Colormap::Gray.rgb(f32::NAN), [0, 0, 0]);
+        // matplotlib: viridis(0), viridis(0.5), viridis(1); turbo likewise.
+        assert_eq!(Colormap::Viridis.rgb(0.0), [68, 1, 84]);
+        assert_eq!(Colormap::Viridis.rgb(0.5), [33, 145, 140]);
+        assert_eq!(Colormap::Viridis.rgb(1.0), [253, 231, 37]);
+        assert_eq!(Colormap::Turbo.rgb(0.0), [48, 18, 59]);
+        assert_eq!(Colormap::Turbo.rgb(0.5), [164, 252, 60]);
+        assert_eq!(Colormap::Turbo.rgb(1.0), [122, 4, 3]);
     }
 }

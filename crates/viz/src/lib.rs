@@ -5,7 +5,10 @@
 
 pub mod colormap;
 pub mod io;
+mod luts;
 pub mod normalize;
+pub mod render;
 
 pub use colormap::Colormap;
+pub use render::{guided_image, overlay, Panel};
 pub use normalize::{normalize, upsample_normalized, Normalization};

@@ -1,0 +1,102 @@
+//! `attrib bench`: one method on a random-weight network, timed in-process after
+//! warm-up; one JSON line, so runs can be collected and compared.
+
+use std::time::Instant;
+
+use attrib_core::{Error, Result, Target};
+use attrib_dfdx::Arch;
+use attrib_methods::Occlusion;
+use clap::Args;
+use ndarray::Array4;
+use serde_json::json;
+
+use crate::explain::{attribute, parse_methods, Settings};
+
+/// Arguments of `attrib bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Architecture.
+    #[arg(long)]
+    pub arch: String,
+    /// Method (as for explain).
+    #[arg(long)]
+    pub method: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Image side.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Peak resident memory of this process in MiB (Linux), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(t) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .map_err(|e| Error::param("--threads", e.to_string()))?;
+    }
+    let methods = parse_methods(std::slice::from_ref(&args.method))?;
+    let [method] = methods.as_slice() else {
+        return Err(Error::param("--method", "bench times exactly one method"));
+    };
+    if args.batch == 0 || args.size == 0 || args.iters == 0 {
+        return Err(Error::param("bench", "--batch, --size and --iters must be positive"));
+    }
+    let arch: Arch = args.arch.parse()?;
+    let net = arch.synthetic::<f32>(0, 1000)?;
+    let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(n, c, i, j)| {
+        (((n * 7 + c * 13 + i * 3 + j * 5) % 29) as f32 / 29.0 - 0.5) * 2.0
+    });
+    let settings = Settings {
+        layer: None,
+        occlusion: Occlusion::new(16, 8),
+    };
+    let target = Target::TopPredicted;
+    for _ in 0..args.warmup {
+        attribute(&net, *method, &x, &target, &settings, true)?;
+    }
+    let mut times = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t = Instant::now();
+        attribute(&net, *method, &x, &target, &settings, true)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    println!(
+        "{}",
+        json!({
+            "arch": arch.name(),
+            "method": method.name(),
+            "batch": args.batch,
+            "size": args.size,
+            "threads": rayon::current_num_threads(),
+            "median_ms": (median * 100.0).round() / 100.0,
+            "min_ms": (times[0] * 100.0).round() / 100.0,
+            "peak_rss_mb": peak_rss_mb().map(|m| (m * 10.0).round() / 10.0),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! `attrib explain` and `attrib demo`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use attrib_core::{Attribution, AttributionMap, Error, LayerTap, MapLayout, Model, Result, Target};
+use attrib_dfdx::{imagenet, Arch, Network};
+use attrib_methods::{Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency};
+use attrib_viz::{io::colormap_image, normalize, render, upsample_normalized, Colormap, Normalization, Panel};
+use clap::Args;
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array3, Array4, Axis, Ix3, Ix4};
+use serde_json::{json, Value};
+
+use crate::inputs::{self, Source};
+use crate::outputs::Outputs;
+
+/// The methods, as the CLI names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Gradient,
+    Saliency,
+    Deconvnet,
+    GuidedBackprop,
+    Cam,
+    GradCam,
+    CounterfactualGradCam,
+    GuidedGradCam,
+    Occlusion,
+}
+
+const METHODS: [(&str, Method); 9] = [
+    ("gradient", Method::Gradient),
+    ("saliency", Method::Saliency),
+    ("deconvnet", Method::Deconvnet),
+    ("guided-backprop", Method::GuidedBackprop),
+    ("cam", Method::Cam),
+    ("grad-cam", Method::GradCam),
+    ("counterfactual-grad-cam", Method::CounterfactualGradCam),
+    ("guided-grad-cam", Method::GuidedGradCam),
+    ("occlusion", Method::Occlusion),
+];
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        METHODS.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).expect("listed")
+    }
+}
+
+/// `--method` values (repeated or comma-separated; `all`) to methods.
+pub fn parse_methods(list: &[String]) -> Result<Vec<Method>> {
+    let mut out = Vec::new();
+    for name in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        if name == "all" {
+            out.extend(METHODS.iter().map(|(_, m)| *m));
+            continue;
+        }
+        let m = METHODS.iter().find(|(n, _)| *n == name).map(|(_, m)| *m).ok_or_else(|| {
+            Error::param(
+                "--method",
+                format!("unknown `{name}`; valid: {}, all", METHODS.map(|(n, _)| n).join(", ")),
+            )
+        })?;
+        out.push(m);
+    }
+    let mut seen = Vec::new();
+    out.retain(|m| {
+        let new = !seen.contains(m);
+        seen.push(*m);
+        new
+    });
+    if out.is_empty() {
+        return Err(Error::param("--method", "no method given"));
+    }
+    Ok(out)
+}
+
+/// `--target`: `top1`, one class for all items, or one per item.
+pub fn parse_target(s: &str) -> Result<Target<f32>> {
+    let bad = || Error::param("--target", format!("`{s}` is not top1, a class index or a comma-separated list of class indices"));
+    if s == "top1" {
+        return Ok(Target::TopPredicted);
+    }
+    let classes: Vec<usize> = s.split(',').map(|c| c.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?;
+    Ok(match classes.as_slice() {
+        [c] => Target::Class(*c),
+        _ => Target::PerSample(classes),
+    })
+}
+
+fn parse_colormap(s: &str) -> Result<Colormap> {
+    Colormap::from_name(s).ok_or_else(|| {
+        Error::param("--colormap", format!("unknown `{s}`; valid: {}", Colormap::ALL.map(|(n, _)| n).join(", ")))
+    })
+}
+
+/// How the methods are configured.
+#[derive(Clone)]
+pub struct Settings {
+    pub layer: Option<String>,
+    pub occlusion: Occlusion,
+}
+
+fn progress_bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Runs one method on the batch.
+pub fn attribute(
+    net: &Network<f32>,
+    m: Method,
+    x: &Array4<f32>,
+    target: &Target<f32>,
+    s: &Settings,
+    quiet: bool,
+) -> Result<AttributionMap<f32>> {
+    let gc = match &s.layer {
+        Some(l) => GradCam::new().layer(l.clone()),
+        None => GradCam::new(),
+    };
+    let v = x.view();
+    match m {
+        Method::Gradient => Gradient.attribute(net, v, target),
+        Method::Saliency => Saliency.attribute(net, v, target),
+        Method::Deconvnet => Deconvnet.attribute(net, v, target),
+        Method::GuidedBackprop => GuidedBackprop.attribute(net, v, target),
+        Method::Cam => Cam.attribute(net, v, target),
+        Method::GradCam => gc.attribute(net, v, target),
+        Method::CounterfactualGradCam => {
+            let cf = match &s.layer {
+                Some(l) => GradCam::counterfactual().layer(l.clone()),
+                None => GradCam::counterfactual(),
+            };
+            cf.attribute(net, v, target)
+        }
+        Method::GuidedGradCam => GuidedGradCam::with_grad_cam(gc).attribute(net, v, target),
+        Method::Occlusion => {
+            let (_, _, h, w) = x.dim();
+            let total = (s.occlusion.windows(h, w) * x.dim().0) as u64;
+            let pb = Arc::new(progress_bar(quiet, total, "occlusion"));
+            let p = pb.clone();
+            let r = s.occlusion.clone().on_progress(move |done, _| p.set_position(done as u64)).attribute(net, v, target);
+            pb.finish_and_clear();
+            r
+        }
+    }
+}
+
+/// Item `i`'s map as a picture: input-space maps with the paper's guided-backprop
+/// normalisation, layer maps as pytorch-grad-cam-style overlays, per-pixel maps
+/// colormapped (saliency) or overlaid (occlusion).
+pub fn render(m: Method, map: &AttributionMap<f32>, i: usize, photo: &Array3<f32>, cmap: Colormap) -> Result<RgbImage> {
+    let (h, w) = (photo.dim().1, photo.dim().2);
+    Ok(match &map.layout {
+        MapLayout::Input => {
+            let v = map.values.view().into_dimensionality::<Ix4>().map_err(|e| Error::Backend(e.to_string()))?;
+            render::to_image(render::guided_image(v.index_axis(Axis(0), i)).view())
+        }
+        MapLayout::Layer { .. } => {
+            let v = map.values.view().into_dimensionality::<Ix3>().map_err(|e| Error::Backend(e.to_string()))?;
+            let up = upsample_normalized(v.slice(ndarray::s![i..i + 1, .., ..]), h, w);
+            render::overlay(photo.view(), up.index_axis(Axis(0), 0), cmap, 0.5)
+        }
+        MapLayout::Pixel => {
+            let v = map.values.view().into_dimensionality::<Ix3>().map_err(|e| Error::Backend(e.to_string()))?;
+            if m == Method::Occlusion {
+                let n = normalize(v.index_axis(Axis(0), i), Normalization::MinMax);
+                render::overlay(photo.view(), n.view(), cmap, 0.5)
+            } else {
+                // Saliency is peaky: clip at the 99th percentile, as Captum's
+                // visualiser does by default (outlier_perc=2 clips a little more).
+                let n = normalize(v.index_axis(Axis(0), i), Normalization::Percentile(99.0));
+                colormap_image(n.view(), cmap)
+            }
+        }
+    })
+}
+
+/// Arguments of `attrib explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub source: Source,
+    /// Methods: gradient saliency deconvnet guided-backprop cam grad-cam
+    /// counterfactual-grad-cam guided-grad-cam occlusion, or all. Repeatable.
+    #[arg(long = "method", default_value = "grad-cam")]
+    pub methods: Vec<String>,
+    /// top1, one class for every item, or one class per item (C1,C2,...).
+    #[arg(long, default_value = "top1")]
+    pub target: String,
+    /// The layer Grad-CAM taps (default: the model's last rectified conv map).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Also write the raw maps as <stem>.<method>.npy.
+    #[arg(long)]
+    pub npy: bool,
+    /// Occlusion window side (pixels).
+    #[arg(long, default_value_t = 16)]
+    pub occlusion_window: usize,
+    /// Occlusion stride (pixels).
+    #[arg(long, default_value_t = 8)]
+    pub occlusion_stride: usize,
+    /// Value of occluded pixels (in the normalised input space).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub occlusion_baseline: f64,
+    /// Colormap for heat maps: jet, viridis, turbo, diverging, gray.
+    #[arg(long, default_value = "jet")]
+    pub colormap: String,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn explain(args: ExplainArgs) -> Result<()> {
+    let methods = parse_methods(&args.methods)?;
+    let target = parse_target(&args.target)?;
+    let colormap = parse_colormap(&args.colormap)?;
+    let (arch, net) = inputs::load_model(&args.source.arch, &args.source.weights)?;
+    if let Some(l) = &args.layer {
+        net.check_layer(l)?;
+    }
+    let batch = inputs::load_batch(&args.source)?;
+    let scores = net.forward(batch.x.view())?;
+    let resolved = target.resolve(scores.view())?;
+    let probs = inputs::softmax(&scores);
+    let settings = Settings {
+        layer: args.layer.clone(),
+        occlusion: Occlusion::new(args.occlusion_window, args.occlusion_stride).baseline(args.occlusion_baseline),
+    };
+    let pb = progress_bar(args.quiet, methods.len() as u64, "methods");
+    let mut maps = Vec::new();
+    for &m in &methods {
+        pb.set_message(m.name());
+        maps.push(attribute(&net, m, &batch.x, &target, &settings, args.quiet)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    let mut out = Outputs::default();
+    let mut files: Vec<Vec<String>> = vec![Vec::new(); batch.stems.len()];
+    for (i, stem) in batch.stems.iter().enumerate() {
+        let mut tiles = vec![render::to_image(batch.photos[i].view())];
+        for (&m, map) in methods.iter().zip(&maps) {
+            let img = render(m, map, i, &batch.photos[i], colormap)?;
+            let name = format!("{stem}.{}.png", m.name());
+            out.png(name.clone(), img.clone());
+            files[i].push(name);
+            tiles.push(img);
+        }
+        if methods.len() > 1 {
+            let mut headers = vec!["original".to_string()];
+            headers.extend(methods.iter().map(|m| m.name().to_string()));
+            let (h, w) = (batch.photos[i].dim().1 as u32, batch.photos[i].dim().2 as u32);
+            let mut panel = Panel::new((w, h), headers);
+            panel.row(row_title(resolved.classes[i], probs[[i, resolved.classes[i].unwrap_or(0)]]), tiles);
+            let name = format!("{stem}.panel.png");
+            out.png(name.clone(), panel.render());
+            files[i].push(name);
+        }
+    }
+    if args.npy {
+        for (&m, map) in methods.iter().zip(&maps) {
+            if batch.file_stems.len() == 1 {
+                let name = format!("{}.{}.npy", batch.file_stems[0], m.name());
+                out.npy(name.clone(), map.values.clone());
+                files.iter_mut().for_each(|f| f.push(name.clone()));
+            } else {
+                for (i, stem) in batch.file_stems.iter().enumerate() {
+                    let name = format!("{stem}.{}.npy", m.name());
+                    out.npy(name.clone(), map.values.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned());
+                    files[i].push(name);
+                }
+            }
+        }
+    }
+    out.commit(&args.out)?;
+    let tops = inputs::top_k(&probs, 5);
+    let items: Vec<Value> = batch
+        .stems
+        .iter()
+        .enumerate()
+        .map(|(i, stem)| {
+            let target = match resolved.classes[i] {
+                Some(c) => json!({"class": c, "name": imagenet::class_name(c)}),
+                None => Value::Null,
+            };
+            let files: Vec<String> = files[i].iter().map(|f| args.out.join(f).display().to_string()).collect();
+            json!({"input": stem, "target": target, "top5": inputs::top_json(&tops[i]), "files": files})
+        })
+        .collect();
+    let summary = json!({
+        "arch": arch.name(),
+        "layer": args.layer.clone().unwrap_or_else(|| net.default_layer()),
+        "methods": methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "items": items,
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+fn row_title(class: Option<usize>, p: f32) -> String {
+    match class {
+        Some(c) => format!("{c} {} (p={p:.2})", imagenet::class_name(c)),
+        None => "custom target".to_string(),
+    }
+}
+
+/// Arguments of `attrib demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "out/demo")]
+    pub out: PathBuf,
+    /// Cache folder for the weights (default: $ATTRIB_CACHE or ./.cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Colormap for heat maps.
+    #[arg(long, default_value = "jet")]
+    pub colormap: String,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+const PHOTOS: [(&str, &[u8]); 2] = [
+    ("chelsea", include_bytes!("../../../assets/chelsea.png")),
+    ("coffee", include_bytes!("../../../assets/coffee.png")),
+];
+
+pub fn demo(args: DemoArgs) -> Result<()> {
+    let colormap = parse_colormap(&args.colormap)?;
+    let weights = crate::fetch::lite0(&crate::fetch::cache_dir(args.cache.clone()), args.quiet)?;
+    let net: Network<f32> = Arch::EfficientnetLite0.load(&weights)?;
+    let methods: Vec<Method> = METHODS.iter().map(|(_, m)| *m).collect();
+    let settings = Settings {
+        layer: None,
+        occlusion: Occlusion::new(32, 16),
+    };
+    let mut out = Outputs::default();
+    let mut html = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>attrib demo</title>\n<style>body{font-family:sans-serif;margin:2em}img{max-width:100%}td{text-align:center;font-size:small}</style></head><body>\n<h1>attrib demo: EfficientNet-Lite0 (ImageNet), every method, top-2 classes</h1>\n",
+    );
+    let mut summary = Vec::new();
+    for (stem, bytes) in PHOTOS {
+        let img = image::load_from_memory(bytes).map_err(|e| Error::Backend(format!("bundled photo {stem}: {e}")))?;
+        let chw = imagenet::image_to_chw(&img);
+        let x1 = imagenet::preprocess(&chw, 224);
+        let photo = attrib_core::resample::resize_bilinear(chw.view(), 224, 224);
+        let probs = inputs::softmax(&net.forward(x1.view())?);
+        let top = inputs::top_k(&probs, 5).remove(0);
+        let classes = [top[0].0, top[1].0];
+        // One batch of the photo twice, one class per item: every method explains
+        // both classes in one pass.
+        let x = ndarray::concatenate(Axis(0), &[x1.view(), x1.view()]).map_err(|e| Error::Backend(e.to_string()))?;
+        let target = Target::PerSample(classes.to_vec());
+        let mut headers = vec!["original".to_string()];
+        headers.extend(methods.iter().map(|m| m.name().to_string()));
+        let mut panel = Panel::new((224, 224), headers);
+        let mut rows: Vec<Vec<RgbImage>> = vec![vec![render::to_image(photo.view())]; 2];
+        let pb = progress_bar(args.quiet, methods.len() as u64, stem);
+        for &m in &methods {
+            pb.set_message(format!("{stem}: {}", m.name()));
+            let map = attribute(&net, m, &x, &target, &settings, args.quiet)?;
+            for (k, row) in rows.iter_mut().enumerate() {
+                let tile = render(m, &map, k, &photo, colormap)?;
+                out.png(format!("{stem}.top{}.{}.png", k + 1, m.name()), tile.clone());
+                row.push(tile);
+            }
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        for (k, row) in rows.into_iter().enumerate() {
+            panel.row(row_title(Some(classes[k]), probs[[0, classes[k]]]), row);
+        }
+        out.png(format!("{stem}.panel.png"), panel.render());
+        html.push_str(&format!("<h2>{stem}.png</h2>\n<p>top-5: {}</p>\n<img src=\"{stem}.panel.png\">\n", top_text(&top)));
+        summary.push(json!({"photo": stem, "top5": inputs::top_json(&top), "panel": args.out.join(format!("{stem}.panel.png")).display().to_string()}));
+    }
+    html.push_str("<p>Columns: the photo, then each method for the row's class. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n</body></html>\n");
+    out.text("index.html".into(), html);
+    out.commit(&args.out)?;
+    println!("{}", json!({"out": args.out.display().to_string(), "photos": summary}));
+    if !args.quiet {
+        eprintln!("open {} in a browser", args.out.join("index.html").display());
+    }
+    Ok(())
+}
+
+fn top_text(top: &[(usize, f32)]) -> String {
+    top.iter().map(|&(c, p)| format!("{} ({c}) {:.1}%", imagenet::class_name(c), p * 100.0)).collect::<Vec<_>>().join(", ")
+}

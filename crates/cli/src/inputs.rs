@@ -1,0 +1,164 @@
+//! Loading what a command explains: the model and the input batch.
+
+use std::path::{Path, PathBuf};
+
+use attrib_core::{Error, Model, Result};
+use attrib_dfdx::{imagenet, Arch, Network};
+use clap::Args;
+use ndarray::{Array2, Array3, Array4, Axis, Ix4};
+use serde_json::{json, Value};
+
+/// Where the model and the inputs come from.
+#[derive(Debug, Args, Clone)]
+pub struct Source {
+    /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0).
+    #[arg(long)]
+    pub arch: String,
+    /// Weights: safetensors, or a PyTorch .pth (zip or legacy format).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Images (PNG or JPEG), resized to --size and normalised with ImageNet mean/std.
+    #[arg(long, num_args = 1.., conflicts_with = "input", required_unless_present = "input")]
+    pub image: Vec<PathBuf>,
+    /// A float32 NCHW .npy tensor, used as is.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Image side after resizing.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+}
+
+/// The batch to explain.
+pub struct Batch {
+    /// NCHW, preprocessed.
+    pub x: Array4<f32>,
+    /// One stem per item (image file stems; `stem.0`, `stem.1`, ... for a tensor batch).
+    pub stems: Vec<String>,
+    /// The files' stem for per-batch outputs.
+    pub file_stems: Vec<String>,
+    /// The photos `(3, H, W)` in `[0, 1]` for overlays.
+    pub photos: Vec<Array3<f32>>,
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem().map_or_else(|| "input".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+pub fn load_model(arch: &str, weights: &Path) -> Result<(Arch, Network<f32>)> {
+    let arch: Arch = arch.parse()?;
+    Ok((arch, arch.load::<f32>(weights)?))
+}
+
+pub fn load_batch(src: &Source) -> Result<Batch> {
+    if src.size == 0 {
+        return Err(Error::param("--size", "must be positive"));
+    }
+    if let Some(path) = &src.input {
+        let a = attrib_viz::io::read_npy(path)?;
+        let shape = a.shape().to_vec();
+        let x = a.into_dimensionality::<Ix4>().map_err(|_| {
+            Error::shape(format!("{} (--input)", path.display()), "(N, C, H, W)", format!("{shape:?}"))
+        })?;
+        let s = stem(path);
+        let n = x.dim().0;
+        let photos = x
+            .outer_iter()
+            .map(|item| {
+                if item.dim().0 == 3 {
+                    imagenet::denormalize(item)
+                } else {
+                    let g = attrib_viz::normalize(item.index_axis(Axis(0), 0), attrib_viz::Normalization::MinMax);
+                    ndarray::stack(Axis(0), &[g.view(), g.view(), g.view()]).expect("equal shapes")
+                }
+            })
+            .collect();
+        let stems = if n == 1 { vec![s.clone()] } else { (0..n).map(|i| format!("{s}.{i}")).collect() };
+        return Ok(Batch {
+            x,
+            stems,
+            file_stems: vec![s],
+            photos,
+        });
+    }
+    let mut items = Vec::new();
+    let mut photos = Vec::new();
+    let mut stems = Vec::new();
+    for p in &src.image {
+        let img = image::open(p).map_err(|e| Error::Io {
+            path: p.display().to_string(),
+            reason: format!("cannot read the image: {e}"),
+        })?;
+        let chw = imagenet::image_to_chw(&img);
+        items.push(imagenet::preprocess(&chw, src.size));
+        photos.push(attrib_core::resample::resize_bilinear(chw.view(), src.size, src.size));
+        stems.push(stem(p));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = stems.iter().find(|s| !seen.insert(*s)) {
+        return Err(Error::param("--image", format!("two images share the stem `{dup}`; their outputs would collide")));
+    }
+    let views: Vec<_> = items.iter().map(|a| a.view()).collect();
+    let x = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::shape("images", "equal sizes", e))?;
+    Ok(Batch {
+        x,
+        file_stems: stems.clone(),
+        stems,
+        photos,
+    })
+}
+
+/// Softmax over each row.
+pub fn softmax(scores: &Array2<f32>) -> Array2<f32> {
+    let mut p = scores.clone();
+    for mut row in p.rows_mut() {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+    p
+}
+
+/// The top `k` classes of each row as JSON `[{class, name, probability}]`.
+pub fn top_k(probs: &Array2<f32>, k: usize) -> Vec<Vec<(usize, f32)>> {
+    probs
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            idx.into_iter().take(k).map(|i| (i, row[i])).collect()
+        })
+        .collect()
+}
+
+pub fn top_json(top: &[(usize, f32)]) -> Value {
+    Value::Array(
+        top.iter()
+            .map(|&(c, p)| json!({"class": c, "name": imagenet::class_name(c), "probability": p}))
+            .collect(),
+    )
+}
+
+/// Arguments of `attrib predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub source: Source,
+    /// How many classes to list.
+    #[arg(long, default_value_t = 5)]
+    pub topk: usize,
+}
+
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let (arch, net) = load_model(&args.source.arch, &args.source.weights)?;
+    let batch = load_batch(&args.source)?;
+    let probs = softmax(&net.forward(batch.x.view())?);
+    let items: Vec<Value> = top_k(&probs, args.topk.max(1))
+        .iter()
+        .zip(&batch.stems)
+        .map(|(t, s)| json!({"input": s, "top": top_json(t)}))
+        .collect();
+    println!("{}", json!({"arch": arch.name(), "items": items}));
+    Ok(())
+}

