@@ -35,5 +35,5 @@ pub use dfdx::tensor::Cpu;
 pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
 pub use network::{Network, NetworkBuilder, ValueId};
 pub use ops::{Conv2dConfig, Padding, Pool2dConfig};
-pub use weights::{ParamKind, ParamSource, StrictWeights, Synthetic, WeightMap};
+pub use weights::{ParamKind, ParamSource, Recording, StrictWeights, Synthetic, WeightMap};
 pub use zoo::Arch;

@@ -434,3 +434,44 @@ impl<E: Elem> ParamSource<E> for Synthetic {
         Ok(())
     }
 }
+
+/// Wraps a source and keeps a copy of every tensor taken, so a network built from
+/// it can be saved as a state dict (e.g. synthetic weights for tests and benches).
+#[derive(Debug)]
+pub struct Recording<S> {
+    inner: S,
+    map: WeightMap,
+}
+
+impl<S> Recording<S> {
+    /// Records what `inner` hands out.
+    pub fn new(inner: S) -> Self {
+        Recording {
+            inner,
+            map: WeightMap::new(),
+        }
+    }
+
+    /// The tensors taken so far, as float32.
+    pub fn into_weights(self) -> WeightMap {
+        self.map
+    }
+}
+
+impl<E: Elem, S: ParamSource<E>> ParamSource<E> for Recording<S> {
+    fn take(&mut self, key: &str, shape: &[usize], kind: ParamKind) -> Result<Vec<E>> {
+        let v = self.inner.take(key, shape, kind)?;
+        let f: Vec<f32> = v.iter().map(|x| x.as_f64() as f32).collect();
+        self.map
+            .insert(key, RawTensor::from_f32(shape.to_vec(), &f));
+        Ok(v)
+    }
+
+    fn num_classes(&self, key: &str) -> Result<usize> {
+        self.inner.num_classes(key)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()
+    }
+}

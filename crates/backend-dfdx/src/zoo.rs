@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use attrib_core::{Error, Result};
 
-use crate::weights::{ParamKind, ParamSource, StrictWeights, Synthetic, WeightMap};
+use crate::weights::{ParamKind, ParamSource, Recording, StrictWeights, Synthetic, WeightMap};
 use crate::{
     BatchNorm2d, Conv2d, Conv2dConfig, Elem, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
 };
@@ -105,6 +105,13 @@ impl Arch {
                 )),
                 o => o,
             })
+    }
+
+    /// The state dict of [`Arch::synthetic`], with PyTorch's key names.
+    pub fn synthetic_weights(self, seed: u64, num_classes: usize) -> Result<WeightMap> {
+        let mut rec = Recording::new(Synthetic::new(seed, num_classes));
+        self.build::<f32>(&mut rec)?;
+        Ok(rec.into_weights())
     }
 
     /// A network with deterministic pseudo-random weights (see [`Synthetic`]).

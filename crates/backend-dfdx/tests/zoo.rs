@@ -22,7 +22,12 @@ fn torch_state_dict(arch: Arch) -> Vec<(String, Vec<usize>)> {
         .iter()
         .map(|e| {
             let key = e[0].as_str().unwrap().to_string();
-            let shape = e[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let shape = e[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
             (key, shape)
         })
         .collect()
@@ -46,7 +51,11 @@ fn fake_weights(arch: Arch) -> WeightMap {
             } else {
                 ParamKind::Weight
             };
-            let v: Vec<f32> = synth.values(&key, &shape, kind).into_iter().map(|x| x as f32).collect();
+            let v: Vec<f32> = synth
+                .values(&key, &shape, kind)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect();
             RawTensor::from_f32(shape, &v)
         };
         map.insert(key, t);
@@ -57,7 +66,9 @@ fn fake_weights(arch: Arch) -> WeightMap {
 #[test]
 fn every_architecture_loads_pytorch_state_dicts_strictly() {
     for arch in Arch::ALL {
-        let net = arch.from_weights::<f32>(fake_weights(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let net = arch
+            .from_weights::<f32>(fake_weights(arch))
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
         assert_eq!(net.num_outputs(), 1000, "{arch}");
         let expected = match arch {
             Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => "layer4",
@@ -78,7 +89,14 @@ fn every_architecture_loads_pytorch_state_dicts_strictly() {
         };
         assert_eq!(info.shape, spatial, "{arch}");
         let has_cam_head = net.linear_head().is_some();
-        assert_eq!(has_cam_head, matches!(arch, Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 | Arch::EfficientnetLite0), "{arch}");
+        assert_eq!(
+            has_cam_head,
+            matches!(
+                arch,
+                Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 | Arch::EfficientnetLite0
+            ),
+            "{arch}"
+        );
     }
 }
 
@@ -86,12 +104,37 @@ fn every_architecture_loads_pytorch_state_dicts_strictly() {
 fn tap_names_follow_module_paths() {
     let net = Arch::Resnet18.synthetic::<f32>(0, 10).unwrap();
     let names: Vec<String> = net.layers().into_iter().map(|l| l.name).collect();
-    for n in ["conv1", "bn1", "relu", "maxpool", "layer1.0.conv1", "layer1.0.relu1", "layer1.0.relu", "layer1.0", "layer2.0.downsample.0", "layer2.0.downsample.1", "layer4", "avgpool", "fc"] {
+    for n in [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1.0.conv1",
+        "layer1.0.relu1",
+        "layer1.0.relu",
+        "layer1.0",
+        "layer2.0.downsample.0",
+        "layer2.0.downsample.1",
+        "layer4",
+        "avgpool",
+        "fc",
+    ] {
         assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
     }
     let net = Arch::EfficientnetLite0.synthetic::<f32>(0, 10).unwrap();
     let names: Vec<String> = net.layers().into_iter().map(|l| l.name).collect();
-    for n in ["_conv_stem", "_bn0", "_swish0", "_blocks.0._depthwise_conv", "_blocks.1._expand_conv", "_blocks.15", "_conv_head", "_bn1", "_swish1", "_fc"] {
+    for n in [
+        "_conv_stem",
+        "_bn0",
+        "_swish0",
+        "_blocks.0._depthwise_conv",
+        "_blocks.1._expand_conv",
+        "_blocks.15",
+        "_conv_head",
+        "_bn1",
+        "_swish1",
+        "_fc",
+    ] {
         assert!(names.contains(&n.to_string()), "{n} missing");
     }
     // Blocks with stride 1 and equal channels have the skip connection.
@@ -101,9 +144,16 @@ fn tap_names_follow_module_paths() {
 
 #[test]
 fn synthetic_networks_run_at_other_input_sizes() {
-    for arch in [Arch::Resnet18, Arch::Resnet50, Arch::EfficientnetLite0, Arch::Alexnet] {
+    for arch in [
+        Arch::Resnet18,
+        Arch::Resnet50,
+        Arch::EfficientnetLite0,
+        Arch::Alexnet,
+    ] {
         let net = arch.synthetic::<f32>(1, 7).unwrap();
-        let x = Array4::from_shape_fn((2, 3, 96, 96), |(n, c, i, j)| ((n + c * 7 + i * 3 + j) % 11) as f32 / 11.0 - 0.5);
+        let x = Array4::from_shape_fn((2, 3, 96, 96), |(n, c, i, j)| {
+            ((n + c * 7 + i * 3 + j) % 11) as f32 / 11.0 - 0.5
+        });
         let s = net.forward(x.view()).unwrap();
         assert_eq!(s.dim(), (2, 7), "{arch}");
         assert!(s.iter().all(|v| v.is_finite()), "{arch}");
@@ -114,7 +164,10 @@ fn synthetic_networks_run_at_other_input_sizes() {
 fn weights_that_do_not_fit_are_errors_naming_the_key() {
     let mut map = fake_weights(Arch::Resnet18);
     let w = map.get("layer2.0.conv1.weight").unwrap().clone();
-    map.insert("layer2.0.conv1.weight", RawTensor::from_f32(vec![128, 64, 1, 3], &vec![0.0; 128 * 64 * 3]));
+    map.insert(
+        "layer2.0.conv1.weight",
+        RawTensor::from_f32(vec![128, 64, 1, 3], &vec![0.0; 128 * 64 * 3]),
+    );
     let e = Arch::Resnet18.from_weights::<f32>(map.clone()).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -123,9 +176,17 @@ fn weights_that_do_not_fit_are_errors_naming_the_key() {
     map.insert("layer2.0.conv1.weight", w);
     map.insert("extra.weight", RawTensor::from_f32(vec![2], &[1.0, 2.0]));
     let e = Arch::Resnet18.from_weights::<f32>(map).unwrap_err();
-    assert_eq!(e.to_string(), "weights: unexpected tensors not used by the architecture: `extra.weight` [2]");
-    let e = Arch::Vgg16.from_weights::<f32>(fake_weights(Arch::Resnet18)).unwrap_err();
-    assert_eq!(e.to_string(), "weights: missing tensor `classifier.6.weight` (the classifier weight)");
+    assert_eq!(
+        e.to_string(),
+        "weights: unexpected tensors not used by the architecture: `extra.weight` [2]"
+    );
+    let e = Arch::Vgg16
+        .from_weights::<f32>(fake_weights(Arch::Resnet18))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "weights: missing tensor `classifier.6.weight` (the classifier weight)"
+    );
     let mut map = fake_weights(Arch::Alexnet);
     let full = map.get("features.0.bias").unwrap().clone();
     map.insert(
@@ -136,7 +197,10 @@ fn weights_that_do_not_fit_are_errors_naming_the_key() {
         },
     );
     let e = Arch::Alexnet.from_weights::<f32>(map).unwrap_err();
-    assert_eq!(e.to_string(), "weights: tensor `features.0.bias` is truncated");
+    assert_eq!(
+        e.to_string(),
+        "weights: tensor `features.0.bias` is truncated"
+    );
     let e: Error = "resnet9".parse::<Arch>().unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -150,12 +214,19 @@ fn safetensors_round_trip_and_damaged_files() {
     let bytes = map.to_safetensors().unwrap();
     assert_eq!(WeightMap::from_bytes(&bytes).unwrap(), map);
     let e = WeightMap::from_bytes(&bytes[..bytes.len() - 100]).unwrap_err();
-    assert!(e.to_string().starts_with("weights: not a safetensors file or PyTorch checkpoint"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("weights: not a safetensors file or PyTorch checkpoint"),
+        "{e}"
+    );
     for f in ["tiny_vgg_zip.pth", "tiny_vgg_legacy.pth"] {
         let data = std::fs::read(root().join("fixtures/pth").join(f)).unwrap();
         let e = WeightMap::from_bytes(&data[..data.len() / 2]).unwrap_err();
         assert!(matches!(e, Error::Weights(_)), "{f}: {e}");
-        assert!(e.to_string().contains("truncated") || e.to_string().contains("zip"), "{f}: {e}");
+        assert!(
+            e.to_string().contains("truncated") || e.to_string().contains("zip"),
+            "{f}: {e}"
+        );
     }
     let e = WeightMap::load(Path::new("/nonexistent/w.safetensors")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }));
@@ -168,12 +239,31 @@ fn pth_views_and_dtypes() {
         let get = |k: &str| map.get(k).unwrap();
         // base = arange(12); transposed = base[:6].view(2,3).t(); offset = base[5:9]
         assert_eq!(get("transposed").shape, vec![3, 2]);
-        assert_eq!(get("transposed").to_vec::<f32>().unwrap(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0], "{f}");
-        assert_eq!(get("offset").to_vec::<f64>().unwrap(), vec![5.0, 6.0, 7.0, 8.0], "{f}");
-        assert_eq!(get("float64").to_vec::<f64>().unwrap(), vec![0.5, -1.25], "{f}");
-        assert_eq!(get("float16").to_vec::<f32>().unwrap(), vec![1.5, -2.0, 0.099975586], "{f}");
+        assert_eq!(
+            get("transposed").to_vec::<f32>().unwrap(),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0],
+            "{f}"
+        );
+        assert_eq!(
+            get("offset").to_vec::<f64>().unwrap(),
+            vec![5.0, 6.0, 7.0, 8.0],
+            "{f}"
+        );
+        assert_eq!(
+            get("float64").to_vec::<f64>().unwrap(),
+            vec![0.5, -1.25],
+            "{f}"
+        );
+        assert_eq!(
+            get("float16").to_vec::<f32>().unwrap(),
+            vec![1.5, -2.0, 0.099975586],
+            "{f}"
+        );
         assert_eq!(get("int64").dtype, DType::I64);
         let e = get("int64").to_vec::<f32>().unwrap_err();
-        assert_eq!(e.to_string(), "weights: expected a floating-point tensor, found I64");
+        assert_eq!(
+            e.to_string(),
+            "weights: expected a floating-point tensor, found I64"
+        );
     }
 }

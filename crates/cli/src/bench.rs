@@ -58,7 +58,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return Err(Error::param("--method", "bench times exactly one method"));
     };
     if args.batch == 0 || args.size == 0 || args.iters == 0 {
-        return Err(Error::param("bench", "--batch, --size and --iters must be positive"));
+        return Err(Error::param(
+            "bench",
+            "--batch, --size and --iters must be positive",
+        ));
     }
     let arch: Arch = args.arch.parse()?;
     let net = arch.synthetic::<f32>(0, 1000)?;

@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use attrib_core::{Attribution, AttributionMap, Error, LayerTap, MapLayout, Model, Result, Target};
 use attrib_dfdx::{imagenet, Arch, Network};
-use attrib_methods::{Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency};
-use attrib_viz::{io::colormap_image, normalize, render, upsample_normalized, Colormap, Normalization, Panel};
+use attrib_methods::{
+    Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency,
+};
+use attrib_viz::{
+    io::colormap_image, normalize, render, upsample_normalized, Colormap, Normalization, Panel,
+};
 use clap::Args;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,24 +48,40 @@ const METHODS: [(&str, Method); 9] = [
 
 impl Method {
     pub fn name(self) -> &'static str {
-        METHODS.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).expect("listed")
+        METHODS
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(n, _)| *n)
+            .expect("listed")
     }
 }
 
 /// `--method` values (repeated or comma-separated; `all`) to methods.
 pub fn parse_methods(list: &[String]) -> Result<Vec<Method>> {
     let mut out = Vec::new();
-    for name in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+    for name in list
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         if name == "all" {
             out.extend(METHODS.iter().map(|(_, m)| *m));
             continue;
         }
-        let m = METHODS.iter().find(|(n, _)| *n == name).map(|(_, m)| *m).ok_or_else(|| {
-            Error::param(
-                "--method",
-                format!("unknown `{name}`; valid: {}, all", METHODS.map(|(n, _)| n).join(", ")),
-            )
-        })?;
+        let m = METHODS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                Error::param(
+                    "--method",
+                    format!(
+                        "unknown `{name}`; valid: {}, all",
+                        METHODS.map(|(n, _)| n).join(", ")
+                    ),
+                )
+            })?;
         out.push(m);
     }
     let mut seen = Vec::new();
@@ -78,11 +98,19 @@ pub fn parse_methods(list: &[String]) -> Result<Vec<Method>> {
 
 /// `--target`: `top1`, one class for all items, or one per item.
 pub fn parse_target(s: &str) -> Result<Target<f32>> {
-    let bad = || Error::param("--target", format!("`{s}` is not top1, a class index or a comma-separated list of class indices"));
+    let bad = || {
+        Error::param(
+            "--target",
+            format!("`{s}` is not top1, a class index or a comma-separated list of class indices"),
+        )
+    };
     if s == "top1" {
         return Ok(Target::TopPredicted);
     }
-    let classes: Vec<usize> = s.split(',').map(|c| c.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_>>()?;
+    let classes: Vec<usize> = s
+        .split(',')
+        .map(|c| c.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
     Ok(match classes.as_slice() {
         [c] => Target::Class(*c),
         _ => Target::PerSample(classes),
@@ -91,7 +119,13 @@ pub fn parse_target(s: &str) -> Result<Target<f32>> {
 
 fn parse_colormap(s: &str) -> Result<Colormap> {
     Colormap::from_name(s).ok_or_else(|| {
-        Error::param("--colormap", format!("unknown `{s}`; valid: {}", Colormap::ALL.map(|(n, _)| n).join(", ")))
+        Error::param(
+            "--colormap",
+            format!(
+                "unknown `{s}`; valid: {}",
+                Colormap::ALL.map(|(n, _)| n).join(", ")
+            ),
+        )
     })
 }
 
@@ -150,7 +184,11 @@ pub fn attribute(
             let total = (s.occlusion.windows(h, w) * x.dim().0) as u64;
             let pb = Arc::new(progress_bar(quiet, total, "occlusion"));
             let p = pb.clone();
-            let r = s.occlusion.clone().on_progress(move |done, _| p.set_position(done as u64)).attribute(net, v, target);
+            let r = s
+                .occlusion
+                .clone()
+                .on_progress(move |done, _| p.set_position(done as u64))
+                .attribute(net, v, target);
             pb.finish_and_clear();
             r
         }
@@ -160,20 +198,38 @@ pub fn attribute(
 /// Item `i`'s map as a picture: input-space maps with the paper's guided-backprop
 /// normalisation, layer maps as pytorch-grad-cam-style overlays, per-pixel maps
 /// colormapped (saliency) or overlaid (occlusion).
-pub fn render(m: Method, map: &AttributionMap<f32>, i: usize, photo: &Array3<f32>, cmap: Colormap) -> Result<RgbImage> {
+pub fn render(
+    m: Method,
+    map: &AttributionMap<f32>,
+    i: usize,
+    photo: &Array3<f32>,
+    cmap: Colormap,
+) -> Result<RgbImage> {
     let (h, w) = (photo.dim().1, photo.dim().2);
     Ok(match &map.layout {
         MapLayout::Input => {
-            let v = map.values.view().into_dimensionality::<Ix4>().map_err(|e| Error::Backend(e.to_string()))?;
+            let v = map
+                .values
+                .view()
+                .into_dimensionality::<Ix4>()
+                .map_err(|e| Error::Backend(e.to_string()))?;
             render::to_image(render::guided_image(v.index_axis(Axis(0), i)).view())
         }
         MapLayout::Layer { .. } => {
-            let v = map.values.view().into_dimensionality::<Ix3>().map_err(|e| Error::Backend(e.to_string()))?;
+            let v = map
+                .values
+                .view()
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| Error::Backend(e.to_string()))?;
             let up = upsample_normalized(v.slice(ndarray::s![i..i + 1, .., ..]), h, w);
             render::overlay(photo.view(), up.index_axis(Axis(0), 0), cmap, 0.5)
         }
         MapLayout::Pixel => {
-            let v = map.values.view().into_dimensionality::<Ix3>().map_err(|e| Error::Backend(e.to_string()))?;
+            let v = map
+                .values
+                .view()
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| Error::Backend(e.to_string()))?;
             if m == Method::Occlusion {
                 let n = normalize(v.index_axis(Axis(0), i), Normalization::MinMax);
                 render::overlay(photo.view(), n.view(), cmap, 0.5)
@@ -239,13 +295,16 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     let probs = inputs::softmax(&scores);
     let settings = Settings {
         layer: args.layer.clone(),
-        occlusion: Occlusion::new(args.occlusion_window, args.occlusion_stride).baseline(args.occlusion_baseline),
+        occlusion: Occlusion::new(args.occlusion_window, args.occlusion_stride)
+            .baseline(args.occlusion_baseline),
     };
     let pb = progress_bar(args.quiet, methods.len() as u64, "methods");
     let mut maps = Vec::new();
     for &m in &methods {
         pb.set_message(m.name());
-        maps.push(attribute(&net, m, &batch.x, &target, &settings, args.quiet)?);
+        maps.push(attribute(
+            &net, m, &batch.x, &target, &settings, args.quiet,
+        )?);
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -264,9 +323,18 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         if methods.len() > 1 {
             let mut headers = vec!["original".to_string()];
             headers.extend(methods.iter().map(|m| m.name().to_string()));
-            let (h, w) = (batch.photos[i].dim().1 as u32, batch.photos[i].dim().2 as u32);
+            let (h, w) = (
+                batch.photos[i].dim().1 as u32,
+                batch.photos[i].dim().2 as u32,
+            );
             let mut panel = Panel::new((w, h), headers);
-            panel.row(row_title(resolved.classes[i], probs[[i, resolved.classes[i].unwrap_or(0)]]), tiles);
+            panel.row(
+                row_title(
+                    resolved.classes[i],
+                    probs[[i, resolved.classes[i].unwrap_or(0)]],
+                ),
+                tiles,
+            );
             let name = format!("{stem}.panel.png");
             out.png(name.clone(), panel.render());
             files[i].push(name);
@@ -281,7 +349,13 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
             } else {
                 for (i, stem) in batch.file_stems.iter().enumerate() {
                     let name = format!("{stem}.{}.npy", m.name());
-                    out.npy(name.clone(), map.values.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned());
+                    out.npy(
+                        name.clone(),
+                        map.values
+                            .index_axis(Axis(0), i)
+                            .insert_axis(Axis(0))
+                            .to_owned(),
+                    );
                     files[i].push(name);
                 }
             }
@@ -356,7 +430,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     );
     let mut summary = Vec::new();
     for (stem, bytes) in PHOTOS {
-        let img = image::load_from_memory(bytes).map_err(|e| Error::Backend(format!("bundled photo {stem}: {e}")))?;
+        let img = image::load_from_memory(bytes)
+            .map_err(|e| Error::Backend(format!("bundled photo {stem}: {e}")))?;
         let chw = imagenet::image_to_chw(&img);
         let x1 = imagenet::preprocess(&chw, 224);
         let photo = attrib_core::resample::resize_bilinear(chw.view(), 224, 224);
@@ -365,11 +440,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         let classes = [top[0].0, top[1].0];
         // One batch of the photo twice, one class per item: every method explains
         // both classes in one pass.
-        let x = ndarray::concatenate(Axis(0), &[x1.view(), x1.view()]).map_err(|e| Error::Backend(e.to_string()))?;
+        let x = ndarray::concatenate(Axis(0), &[x1.view(), x1.view()])
+            .map_err(|e| Error::Backend(e.to_string()))?;
         let target = Target::PerSample(classes.to_vec());
         let mut headers = vec!["original".to_string()];
         headers.extend(methods.iter().map(|m| m.name().to_string()));
-        let mut panel = Panel::new((224, 224), headers);
+        let mut panel = Panel::new((224, 224), headers.clone());
         let mut rows: Vec<Vec<RgbImage>> = vec![vec![render::to_image(photo.view())]; 2];
         let pb = progress_bar(args.quiet, methods.len() as u64, stem);
         for &m in &methods {
@@ -377,29 +453,66 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             let map = attribute(&net, m, &x, &target, &settings, args.quiet)?;
             for (k, row) in rows.iter_mut().enumerate() {
                 let tile = render(m, &map, k, &photo, colormap)?;
-                out.png(format!("{stem}.top{}.{}.png", k + 1, m.name()), tile.clone());
+                out.png(
+                    format!("{stem}.top{}.{}.png", k + 1, m.name()),
+                    tile.clone(),
+                );
                 row.push(tile);
             }
             pb.inc(1);
         }
         pb.finish_and_clear();
+        // The paper's Figure 1 columns, at a smaller size for quick viewing.
+        let figure1 = [
+            "original",
+            "guided-backprop",
+            "grad-cam",
+            "guided-grad-cam",
+            "occlusion",
+        ];
+        let mut fig = Panel::new((160, 160), figure1.iter().map(|s| s.to_string()).collect());
         for (k, row) in rows.into_iter().enumerate() {
-            panel.row(row_title(Some(classes[k]), probs[[0, classes[k]]]), row);
+            let title = row_title(Some(classes[k]), probs[[0, classes[k]]]);
+            let pick: Vec<RgbImage> = figure1
+                .iter()
+                .map(|h| {
+                    row[headers
+                        .iter()
+                        .position(|x| x == h)
+                        .expect("every method runs")]
+                    .clone()
+                })
+                .collect();
+            fig.row(title.clone(), pick);
+            panel.row(title, row);
         }
+        out.png(format!("{stem}.figure1.png"), fig.render());
         out.png(format!("{stem}.panel.png"), panel.render());
-        html.push_str(&format!("<h2>{stem}.png</h2>\n<p>top-5: {}</p>\n<img src=\"{stem}.panel.png\">\n", top_text(&top)));
+        html.push_str(&format!(
+            "<h2>{stem}.png</h2>\n<p>top-5: {}</p>\n<img src=\"{stem}.figure1.png\"><br>\n<img src=\"{stem}.panel.png\">\n",
+            top_text(&top)
+        ));
         summary.push(json!({"photo": stem, "top5": inputs::top_json(&top), "panel": args.out.join(format!("{stem}.panel.png")).display().to_string()}));
     }
-    html.push_str("<p>Columns: the photo, then each method for the row's class. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n</body></html>\n");
+    html.push_str("<p>First the paper's Figure 1 layout, then every method. Rows are the top-2 classes. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n</body></html>\n");
     out.text("index.html".into(), html);
     out.commit(&args.out)?;
-    println!("{}", json!({"out": args.out.display().to_string(), "photos": summary}));
+    println!(
+        "{}",
+        json!({"out": args.out.display().to_string(), "photos": summary})
+    );
     if !args.quiet {
-        eprintln!("open {} in a browser", args.out.join("index.html").display());
+        eprintln!(
+            "open {} in a browser",
+            args.out.join("index.html").display()
+        );
     }
     Ok(())
 }
 
 fn top_text(top: &[(usize, f32)]) -> String {
-    top.iter().map(|&(c, p)| format!("{} ({c}) {:.1}%", imagenet::class_name(c), p * 100.0)).collect::<Vec<_>>().join(", ")
+    top.iter()
+        .map(|&(c, p)| format!("{} ({c}) {:.1}%", imagenet::class_name(c), p * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

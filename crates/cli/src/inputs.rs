@@ -41,7 +41,8 @@ pub struct Batch {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map_or_else(|| "input".to_string(), |s| s.to_string_lossy().into_owned())
+    p.file_stem()
+        .map_or_else(|| "input".to_string(), |s| s.to_string_lossy().into_owned())
 }
 
 pub fn load_model(arch: &str, weights: &Path) -> Result<(Arch, Network<f32>)> {
@@ -57,7 +58,11 @@ pub fn load_batch(src: &Source) -> Result<Batch> {
         let a = attrib_viz::io::read_npy(path)?;
         let shape = a.shape().to_vec();
         let x = a.into_dimensionality::<Ix4>().map_err(|_| {
-            Error::shape(format!("{} (--input)", path.display()), "(N, C, H, W)", format!("{shape:?}"))
+            Error::shape(
+                format!("{} (--input)", path.display()),
+                "(N, C, H, W)",
+                format!("{shape:?}"),
+            )
         })?;
         let s = stem(path);
         let n = x.dim().0;
@@ -67,12 +72,19 @@ pub fn load_batch(src: &Source) -> Result<Batch> {
                 if item.dim().0 == 3 {
                     imagenet::denormalize(item)
                 } else {
-                    let g = attrib_viz::normalize(item.index_axis(Axis(0), 0), attrib_viz::Normalization::MinMax);
+                    let g = attrib_viz::normalize(
+                        item.index_axis(Axis(0), 0),
+                        attrib_viz::Normalization::MinMax,
+                    );
                     ndarray::stack(Axis(0), &[g.view(), g.view(), g.view()]).expect("equal shapes")
                 }
             })
             .collect();
-        let stems = if n == 1 { vec![s.clone()] } else { (0..n).map(|i| format!("{s}.{i}")).collect() };
+        let stems = if n == 1 {
+            vec![s.clone()]
+        } else {
+            (0..n).map(|i| format!("{s}.{i}")).collect()
+        };
         return Ok(Batch {
             x,
             stems,
@@ -90,15 +102,23 @@ pub fn load_batch(src: &Source) -> Result<Batch> {
         })?;
         let chw = imagenet::image_to_chw(&img);
         items.push(imagenet::preprocess(&chw, src.size));
-        photos.push(attrib_core::resample::resize_bilinear(chw.view(), src.size, src.size));
+        photos.push(attrib_core::resample::resize_bilinear(
+            chw.view(),
+            src.size,
+            src.size,
+        ));
         stems.push(stem(p));
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = stems.iter().find(|s| !seen.insert(*s)) {
-        return Err(Error::param("--image", format!("two images share the stem `{dup}`; their outputs would collide")));
+        return Err(Error::param(
+            "--image",
+            format!("two images share the stem `{dup}`; their outputs would collide"),
+        ));
     }
     let views: Vec<_> = items.iter().map(|a| a.view()).collect();
-    let x = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::shape("images", "equal sizes", e))?;
+    let x = ndarray::concatenate(Axis(0), &views)
+        .map_err(|e| Error::shape("images", "equal sizes", e))?;
     Ok(Batch {
         x,
         file_stems: stems.clone(),

@@ -71,7 +71,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let default = net.default_layer();
             let [c, h, w] = net.input_shape();
-            println!("# {arch}: input {c}x{h}x{w}, {} outputs; `*` marks the default Grad-CAM layer", net.num_outputs());
+            println!(
+                "# {arch}: input {c}x{h}x{w}, {} outputs; `*` marks the default Grad-CAM layer",
+                net.num_outputs()
+            );
             for l in net.layers() {
                 let [c, h, w] = l.shape;
                 let mark = if l.name == default { "*" } else { " " };
@@ -82,7 +85,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Convert { input, output } => {
             let map = WeightMap::load(&input)?;
             map.save_safetensors(&output)?;
-            println!("converted {} tensors from {} to {}", map.len(), input.display(), output.display());
+            println!(
+                "converted {} tensors from {} to {}",
+                map.len(),
+                input.display(),
+                output.display()
+            );
             Ok(())
         }
         Command::Fetch { cache } => {
@@ -100,13 +108,21 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
             // clap explains over several lines; the first says what is wrong.
             let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid arguments")
+            );
             return ExitCode::from(2);
         }
     };

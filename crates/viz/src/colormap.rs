@@ -44,7 +44,10 @@ impl Colormap {
 
     /// The colormap called `name`.
     pub fn from_name(name: &str) -> Option<Colormap> {
-        Colormap::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+        Colormap::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
     }
 
     /// The colour of `v` (clamped to `[0, 1]`; NaN maps like 0).

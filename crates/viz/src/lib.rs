@@ -10,5 +10,5 @@ pub mod normalize;
 pub mod render;
 
 pub use colormap::Colormap;
-pub use render::{guided_image, overlay, Panel};
 pub use normalize::{normalize, upsample_normalized, Normalization};
+pub use render::{guided_image, overlay, Panel};

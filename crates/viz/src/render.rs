@@ -9,7 +9,12 @@ use crate::{normalize, Colormap, Normalization};
 
 /// Alpha-blends a colormapped heat map (`(h, w)`, values in `[0, 1]`, any size:
 /// bilinearly resized to the photo) over a photo (`(3, H, W)` in `[0, 1]`).
-pub fn overlay(photo: ArrayView3<f32>, heat: ArrayView2<f32>, cmap: Colormap, alpha: f32) -> RgbImage {
+pub fn overlay(
+    photo: ArrayView3<f32>,
+    heat: ArrayView2<f32>,
+    cmap: Colormap,
+    alpha: f32,
+) -> RgbImage {
     let (_, h, w) = photo.dim();
     let heat = resize_bilinear(heat.insert_axis(Axis(0)), h, w);
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
@@ -27,8 +32,22 @@ pub fn overlay(photo: ArrayView3<f32>, heat: ArrayView2<f32>, cmap: Colormap, al
 /// `[0, 1]`. Input `(3, H, W)` raw values; a constant map gives flat grey.
 pub fn guided_image(values: ArrayView3<f32>) -> Array3<f32> {
     let n = values.len().max(1) as f32;
-    let mean = values.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).sum::<f32>() / n;
-    let var = values.iter().map(|v| if v.is_finite() { (v - mean).powi(2) } else { 0.0 }).sum::<f32>() / n;
+    let mean = values
+        .iter()
+        .map(|v| if v.is_finite() { *v } else { 0.0 })
+        .sum::<f32>()
+        / n;
+    let var = values
+        .iter()
+        .map(|v| {
+            if v.is_finite() {
+                (v - mean).powi(2)
+            } else {
+                0.0
+            }
+        })
+        .sum::<f32>()
+        / n;
     let std = var.sqrt();
     values.mapv(|v| {
         let v = if v.is_finite() { v } else { mean };
@@ -44,7 +63,10 @@ pub fn to_image(chw: ArrayView3<f32>) -> RgbImage {
 /// A signed `(H, W)` map (gradient magnitude, occlusion, raw CAM) through the
 /// diverging colormap with 0 at white.
 pub fn signed_map(map: ArrayView2<f32>) -> RgbImage {
-    crate::io::colormap_image(normalize(map, Normalization::Symmetric).view(), Colormap::Diverging)
+    crate::io::colormap_image(
+        normalize(map, Normalization::Symmetric).view(),
+        Colormap::Diverging,
+    )
 }
 
 /// Draws `text` (ASCII; others print as `?`) at `(x, y)` with an 8x8 font scaled by `scale`.
@@ -52,7 +74,10 @@ pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, col
     use font8x8::UnicodeFonts;
     let mut cx = x;
     for ch in text.chars() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) == 0 {
@@ -102,29 +127,56 @@ impl Panel {
 
     /// Renders the panel on white.
     pub fn render(&self) -> RgbImage {
-        let cols = self.headers.len().max(self.rows.iter().map(|r| r.1.len()).max().unwrap_or(0)) as u32;
+        let cols = self
+            .headers
+            .len()
+            .max(self.rows.iter().map(|r| r.1.len()).max().unwrap_or(0)) as u32;
         let line = 8 * TEXT + PAD;
         let (tw, th) = self.tile;
         let width = PAD + cols * (tw + PAD);
         let height = line + self.rows.len() as u32 * (line + th + PAD) + PAD;
         let mut img = RgbImage::from_pixel(width.max(1), height.max(1), Rgb([255, 255, 255]));
-        let fit = |s: &str, px: u32| -> String { s.chars().take((px / (8 * TEXT)) as usize).collect() };
+        let fit =
+            |s: &str, px: u32| -> String { s.chars().take((px / (8 * TEXT)) as usize).collect() };
         for (i, h) in self.headers.iter().enumerate() {
             // Long headers drop to the small font before being cut.
-            let (scale, y) = if h.len() as u32 * 8 * TEXT <= tw { (TEXT, PAD / 2) } else { (1, PAD / 2 + 4) };
+            let (scale, y) = if h.len() as u32 * 8 * TEXT <= tw {
+                (TEXT, PAD / 2)
+            } else {
+                (1, PAD / 2 + 4)
+            };
             let text: String = h.chars().take((tw / (8 * scale)) as usize).collect();
-            draw_text(&mut img, &text, PAD + i as u32 * (tw + PAD), y, scale, [0, 0, 0]);
+            draw_text(
+                &mut img,
+                &text,
+                PAD + i as u32 * (tw + PAD),
+                y,
+                scale,
+                [0, 0, 0],
+            );
         }
         for (r, (title, tiles)) in self.rows.iter().enumerate() {
             let top = line + r as u32 * (line + th + PAD);
-            draw_text(&mut img, &fit(title, width - PAD), PAD, top + PAD / 2, TEXT, [40, 40, 160]);
+            draw_text(
+                &mut img,
+                &fit(title, width - PAD),
+                PAD,
+                top + PAD / 2,
+                TEXT,
+                [40, 40, 160],
+            );
             for (c, t) in tiles.iter().enumerate() {
                 let t = if t.dimensions() == self.tile {
                     t.clone()
                 } else {
                     image::imageops::resize(t, tw, th, image::imageops::FilterType::Triangle)
                 };
-                image::imageops::overlay(&mut img, &t, (PAD + c as u32 * (tw + PAD)) as i64, (top + line) as i64);
+                image::imageops::overlay(
+                    &mut img,
+                    &t,
+                    (PAD + c as u32 * (tw + PAD)) as i64,
+                    (top + line) as i64,
+                );
             }
         }
         img
@@ -159,7 +211,10 @@ mod tests {
         for (o, e) in out.iter().zip([0.4f32, 0.6, 0.4, 0.6]) {
             assert!((o - e).abs() < 1e-5);
         }
-        assert_eq!(guided_image(Array3::<f32>::zeros((3, 2, 2)).view()), Array3::from_elem((3, 2, 2), 0.5));
+        assert_eq!(
+            guided_image(Array3::<f32>::zeros((3, 2, 2)).view()),
+            Array3::from_elem((3, 2, 2), 0.5)
+        );
     }
 
     #[test]

@@ -1,0 +1,467 @@
+//! The `attrib` command end to end: every subcommand, and every error a user can
+//! provoke (one line on stderr, non-zero exit, no output files left behind).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use attrib_dfdx::{Arch, WeightMap};
+use ndarray::{Array4, ArrayD};
+use ndarray_npy::{read_npy, write_npy};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("attrib-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// ResNet-18 with synthetic weights and 10 classes, saved once.
+fn weights() -> &'static Path {
+    static W: OnceLock<PathBuf> = OnceLock::new();
+    W.get_or_init(|| {
+        let p = tmp("weights").join("resnet18-synthetic.safetensors");
+        Arch::Resnet18
+            .synthetic_weights(0, 10)
+            .unwrap()
+            .save_safetensors(&p)
+            .unwrap();
+        p
+    })
+}
+
+fn attrib(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attrib"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Fails with exactly one stderr line containing `needle`.
+fn fails_with(out: Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "expected failure; stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+}
+
+fn empty(dir: &Path) -> bool {
+    !dir.exists() || std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+fn chelsea() -> String {
+    root().join("assets/chelsea.png").display().to_string()
+}
+
+fn coffee() -> String {
+    root().join("assets/coffee.png").display().to_string()
+}
+
+#[test]
+fn layers_lists_taps_and_marks_the_default() {
+    let out = attrib(&["layers", "--arch", "resnet18"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let default: Vec<&str> = text.lines().filter(|l| l.starts_with('*')).collect();
+    assert_eq!(default.len(), 1, "{text}");
+    assert!(
+        default[0].contains("layer4") && default[0].contains("512x7x7"),
+        "{}",
+        default[0]
+    );
+    assert!(text.contains("layer2.0.downsample.0"));
+    let w = weights().display().to_string();
+    let out = attrib(&["layers", "--arch", "resnet18", "--weights", &w]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10 outputs"));
+    fails_with(
+        attrib(&["layers", "--arch", "resnet9"]),
+        "error: invalid architecture: unknown `resnet9`; valid: resnet18, resnet34",
+    );
+}
+
+#[test]
+fn convert_reads_pth_and_writes_safetensors() {
+    let dir = tmp("convert");
+    let out = dir.join("tiny.safetensors");
+    for f in ["tiny_vgg_legacy.pth", "tiny_vgg_zip.pth"] {
+        let input = root().join("fixtures/pth").join(f);
+        let r = attrib(&["convert", input.to_str().unwrap(), out.to_str().unwrap()]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let expected =
+            WeightMap::load(&root().join("fixtures/reference/tiny_vgg.safetensors")).unwrap();
+        assert_eq!(WeightMap::load(&out).unwrap(), expected);
+    }
+    let bad = dir.join("bad.pth");
+    std::fs::write(&bad, b"not a checkpoint").unwrap();
+    let target = dir.join("never.safetensors");
+    fails_with(
+        attrib(&["convert", bad.to_str().unwrap(), target.to_str().unwrap()]),
+        "not a safetensors file or PyTorch checkpoint",
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn predict_gives_sorted_probabilities() {
+    let w = weights().display().to_string();
+    let j = ok_json(attrib(&[
+        "predict",
+        "--arch",
+        "resnet18",
+        "--weights",
+        &w,
+        "--image",
+        &chelsea(),
+        &coffee(),
+        "--size",
+        "64",
+        "--topk",
+        "3",
+    ]));
+    let items = j["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["input"], "chelsea");
+    let top = items[1]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let p: Vec<f64> = top
+        .iter()
+        .map(|t| t["probability"].as_f64().unwrap())
+        .collect();
+    assert!(p[0] >= p[1] && p[1] >= p[2] && p.iter().sum::<f64>() <= 1.0 + 1e-6);
+    assert!(top[0]["name"].is_string());
+}
+
+#[test]
+fn explain_images_with_every_method() {
+    let dir = tmp("explain");
+    let w = weights().display().to_string();
+    let out = dir.join("out");
+    let j = ok_json(attrib(&[
+        "explain",
+        "--arch",
+        "resnet18",
+        "--weights",
+        &w,
+        "--image",
+        &chelsea(),
+        &coffee(),
+        "--size",
+        "64",
+        "--method",
+        "all",
+        "--target",
+        "3,7",
+        "--out",
+        out.to_str().unwrap(),
+        "--npy",
+        "--occlusion-window",
+        "16",
+        "--occlusion-stride",
+        "16",
+        "--quiet",
+    ]));
+    let items = j["items"].as_array().unwrap();
+    assert_eq!(items[0]["target"]["class"], 3);
+    assert_eq!(items[1]["target"]["class"], 7);
+    assert_eq!(j["layer"], "layer4");
+    for f in items[0]["files"].as_array().unwrap() {
+        assert!(Path::new(f.as_str().unwrap()).exists(), "{f}");
+    }
+    let g: ArrayD<f32> = read_npy(out.join("chelsea.gradient.npy")).unwrap();
+    assert_eq!(g.shape(), &[1, 3, 64, 64]);
+    let gc: ArrayD<f32> = read_npy(out.join("coffee.grad-cam.npy")).unwrap();
+    assert_eq!(gc.shape(), &[1, 2, 2]);
+    let s: ArrayD<f32> = read_npy(out.join("coffee.saliency.npy")).unwrap();
+    assert_eq!(s.shape(), &[1, 64, 64]);
+    let panel = image::open(out.join("chelsea.panel.png")).unwrap();
+    assert!(panel.width() > 10 * 64);
+    // Only complete files: no temporary names.
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("partial")));
+}
+
+#[test]
+fn explain_a_tensor_batch() {
+    let dir = tmp("tensor");
+    let x = Array4::from_shape_fn((2, 3, 32, 32), |(n, c, i, j)| {
+        ((n + c + i * j) % 7) as f32 / 7.0 - 0.5
+    });
+    let input = dir.join("batch.npy");
+    write_npy(&input, &x).unwrap();
+    let out = dir.join("out");
+    let w = weights().display().to_string();
+    let j = ok_json(attrib(&[
+        "explain",
+        "--arch",
+        "resnet18",
+        "--weights",
+        &w,
+        "--input",
+        input.to_str().unwrap(),
+        "--method",
+        "grad-cam",
+        "--method",
+        "saliency",
+        "--layer",
+        "layer3",
+        "--out",
+        out.to_str().unwrap(),
+        "--npy",
+        "--quiet",
+    ]));
+    assert_eq!(j["items"][1]["input"], "batch.1");
+    let gc: ArrayD<f32> = read_npy(out.join("batch.grad-cam.npy")).unwrap();
+    assert_eq!(gc.shape(), &[2, 2, 2]); // layer3 is 1/16 of 32
+    assert!(out.join("batch.0.panel.png").exists());
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaves_no_files() {
+    let dir = tmp("errors");
+    let out = dir.join("out");
+    let o = out.to_str().unwrap();
+    let w = weights().display().to_string();
+    let c = chelsea();
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            &w,
+            "--size",
+            "64",
+            "--out",
+            o,
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| attrib(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    fails_with(
+        run(base(&["--image", "/nonexistent/cat.png"])),
+        "/nonexistent/cat.png: cannot read the image",
+    );
+    let text = dir.join("notes.png");
+    std::fs::write(&text, b"hello").unwrap();
+    fails_with(
+        run(base(&["--image", text.to_str().unwrap()])),
+        "cannot read the image",
+    );
+    let t3 = dir.join("three.npy");
+    write_npy(&t3, &ndarray::Array3::<f32>::zeros((3, 8, 8))).unwrap();
+    fails_with(
+        run(base(&["--input", t3.to_str().unwrap()])),
+        "expected (N, C, H, W), got [3, 8, 8]",
+    );
+    let gray = dir.join("gray.npy");
+    write_npy(&gray, &Array4::<f32>::zeros((1, 1, 64, 64))).unwrap();
+    fails_with(
+        run(base(&["--input", gray.to_str().unwrap()])),
+        "expected (N, 3, H, W) with H, W > 0, got (1, 1, 64, 64)",
+    );
+    fails_with(
+        run(base(&["--image", &c, "--method", "lime"])),
+        "invalid --method: unknown `lime`; valid: gradient, saliency",
+    );
+    fails_with(
+        run(base(&["--image", &c, "--layer", "layer9"])),
+        "unknown layer `layer9`; valid layers: conv1, bn1",
+    );
+    fails_with(
+        run(base(&["--image", &c, "--target", "10"])),
+        "class 10 out of range for batch item 0: the model has 10 outputs",
+    );
+    fails_with(
+        run(base(&["--image", &c, "--target", "1,2"])),
+        "expected 1 classes (one per batch item), got 2 classes",
+    );
+    fails_with(
+        run(base(&["--image", &c, "--target", "cat"])),
+        "invalid --target",
+    );
+    fails_with(
+        run(base(&["--image", &c, "--colormap", "rainbow"])),
+        "invalid --colormap: unknown `rainbow`; valid: jet",
+    );
+    fails_with(
+        run(base(&[
+            "--image",
+            &c,
+            "--method",
+            "occlusion",
+            "--occlusion-window",
+            "100",
+        ])),
+        "larger than the 64x64 input",
+    );
+    let mut vgg = base(&["--image", &c]);
+    vgg[2] = "vgg16".into();
+    fails_with(
+        run(vgg),
+        "does not fit vgg16: missing tensor `classifier.6.weight`",
+    );
+    fails_with(
+        attrib(&[
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            "/nonexistent.safetensors",
+            "--image",
+            &c,
+        ]),
+        "/nonexistent.safetensors",
+    );
+    fails_with(attrib(&["explain", "--arch", "resnet18"]), "error:");
+    assert!(empty(&out), "no output files after failures");
+}
+
+#[test]
+fn bench_prints_one_json_line() {
+    let j = ok_json(attrib(&[
+        "bench",
+        "--arch",
+        "resnet18",
+        "--method",
+        "grad-cam",
+        "--size",
+        "64",
+        "--batch",
+        "2",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+    ]));
+    for k in [
+        "arch",
+        "method",
+        "batch",
+        "size",
+        "threads",
+        "median_ms",
+        "min_ms",
+        "peak_rss_mb",
+    ] {
+        assert!(j.get(k).is_some(), "{k} missing in {j}");
+    }
+    assert_eq!(j["threads"], 1);
+    assert_eq!(j["batch"], 2);
+    assert!(j["median_ms"].as_f64().unwrap() > 0.0);
+}
+
+/// The demo and the pretrained model: needs the weights `scripts/fetch-weights` caches
+/// (CI sets ATTRIB_REQUIRE_WEIGHTS=1, so there they must be present).
+#[test]
+fn demo_and_grad_cam_on_the_cat() {
+    let cache = std::env::var_os("ATTRIB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache"));
+    if !cache
+        .join("weights/efficientnet-lite0.safetensors")
+        .exists()
+    {
+        assert!(
+            std::env::var_os("ATTRIB_REQUIRE_WEIGHTS").is_none(),
+            "weights missing: run scripts/fetch-weights"
+        );
+        eprintln!("skipping: no cached weights (run scripts/fetch-weights)");
+        return;
+    }
+    let dir = tmp("demo");
+    let j = ok_json(attrib(&[
+        "demo",
+        "--out",
+        dir.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert_eq!(j["photos"][0]["top5"][0]["class"], 285);
+    assert_eq!(j["photos"][1]["top5"][0]["class"], 967);
+    for f in [
+        "index.html",
+        "chelsea.panel.png",
+        "coffee.panel.png",
+        "chelsea.top1.grad-cam.png",
+        "coffee.top2.occlusion.png",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    // Grad-CAM for "Egyptian cat" sits on the cat: the cat's face fills the centre-left
+    // of the photo, the background is at the right edge.
+    let w = cache.join("weights/efficientnet-lite0.safetensors");
+    let out = dir.join("cam");
+    ok_json(attrib(&[
+        "explain",
+        "--arch",
+        "efficientnet-lite0",
+        "--weights",
+        w.to_str().unwrap(),
+        "--image",
+        &chelsea(),
+        "--target",
+        "285",
+        "--out",
+        out.to_str().unwrap(),
+        "--npy",
+        "--quiet",
+    ]));
+    let cam: ArrayD<f32> = read_npy(out.join("chelsea.grad-cam.npy")).unwrap();
+    assert_eq!(cam.shape(), &[1, 7, 7]);
+    let (mut best, mut at) = (f32::MIN, (0, 0));
+    for ((_, y, x), &v) in cam
+        .clone()
+        .into_dimensionality::<ndarray::Ix3>()
+        .unwrap()
+        .indexed_iter()
+    {
+        if v > best {
+            best = v;
+            at = (y, x);
+        }
+    }
+    assert!(
+        (1..=5).contains(&at.0) && (1..=4).contains(&at.1),
+        "grad-cam peak at {at:?}"
+    );
+    let right_edge: f32 = (0..7).map(|y| cam[[0, y, 6]]).sum::<f32>() / 7.0;
+    let mean = cam.mean().unwrap();
+    assert!(
+        right_edge < mean,
+        "background column {right_edge} vs mean {mean}"
+    );
+}
