@@ -1,11 +1,9 @@
 //! ImageNet conventions for the zoo's pretrained models: class names and input
 //! preprocessing.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use attrib_core::resample::resize_bilinear;
-use attrib_core::{Error, Result};
 use ndarray::{Array3, Array4, Axis};
 
 /// Per-channel mean of ImageNet training images (RGB, in `[0, 1]`).
@@ -32,6 +30,7 @@ pub fn class_name(i: usize) -> String {
 }
 
 /// An RGB image as `(3, H, W)` floats in `[0, 1]`.
+#[cfg(feature = "images")]
 pub fn image_to_chw(img: &image::DynamicImage) -> Array3<f32> {
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
@@ -52,8 +51,9 @@ pub fn preprocess(chw: &Array3<f32>, size: usize) -> Array4<f32> {
 }
 
 /// Reads a PNG or JPEG and preprocesses it to `(1, 3, size, size)`.
-pub fn load_image(path: &Path, size: usize) -> Result<Array4<f32>> {
-    let img = image::open(path).map_err(|e| Error::Io {
+#[cfg(feature = "images")]
+pub fn load_image(path: &std::path::Path, size: usize) -> attrib_core::Result<Array4<f32>> {
+    let img = image::open(path).map_err(|e| attrib_core::Error::Io {
         path: path.display().to_string(),
         reason: format!("cannot read the image: {e}"),
     })?;

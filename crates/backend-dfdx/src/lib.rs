@@ -32,6 +32,8 @@ pub mod zoo;
 
 pub use device::{Elem, KernelDevice};
 pub use dfdx::tensor::Cpu;
+#[cfg(feature = "cuda")]
+pub use dfdx::tensor::Cuda;
 pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
 pub use network::{Network, NetworkBuilder, ValueId};
 pub use ops::{Conv2dConfig, Padding, Pool2dConfig};

@@ -13,7 +13,8 @@ use attrib_core::{Error, Result};
 
 use crate::weights::{ParamKind, ParamSource, Recording, StrictWeights, Synthetic, WeightMap};
 use crate::{
-    BatchNorm2d, Conv2d, Conv2dConfig, Elem, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
+    BatchNorm2d, Conv2d, Conv2dConfig, Cpu, Elem, KernelDevice, Linear, Network, NetworkBuilder,
+    Padding, Pool2dConfig,
 };
 
 /// A supported architecture.
@@ -71,6 +72,15 @@ impl Arch {
 
     /// Builds the network at its nominal 224x224 input, taking parameters from `src`.
     pub fn build<E: Elem>(self, src: &mut dyn ParamSource<E>) -> Result<Network<E>> {
+        self.build_on(src, Cpu::default())
+    }
+
+    /// [`Arch::build`] on another device (the `cuda` feature's `Cuda`).
+    pub fn build_on<E: Elem, D: KernelDevice<E>>(
+        self,
+        src: &mut dyn ParamSource<E>,
+        device: D,
+    ) -> Result<Network<E, D>> {
         let classes = src.num_classes(self.classifier_key())?;
         let mut b = NetworkBuilder::new([3, 224, 224]);
         let mut p = Params { src, b: &mut b };
@@ -83,7 +93,7 @@ impl Arch {
             Arch::Alexnet => alexnet(&mut p, classes)?,
             Arch::EfficientnetLite0 => efficientnet_lite0(&mut p, classes)?,
         }
-        b.build()
+        b.build_on(device)
     }
 
     /// Builds from a state dict, strictly: every tensor used, shapes checked.

@@ -1,0 +1,82 @@
+"""One PyTorch peer timing, the counterpart of `attrib bench`: same architecture
+(random weights), input size, batch and thread count; prints one JSON line."""
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+import torchvision
+
+
+def model_for(arch):
+    if arch == "efficientnet-lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        return net, net._bn1  # the head activation is applied functionally after _bn1
+    net = getattr(torchvision.models, arch)()
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False  # Captum's hooks refuse in-place ReLUs
+    layer = {"resnet18": "layer4", "resnet34": "layer4", "resnet50": "layer4"}.get(arch)
+    return net, getattr(net, layer) if layer else net.features[29]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", required=True)
+    ap.add_argument("--peer", required=True, choices=["captum", "pytorch-grad-cam"])
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+    net, layer = model_for(a.arch)
+    net.eval()
+    x = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
+    with torch.no_grad():
+        target = net(x).argmax(1).tolist()
+
+    if a.peer == "captum":
+        from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam, Saliency
+
+        run = {
+            "grad-cam": lambda: LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True),
+            "saliency": lambda: Saliency(net).attribute(x, target=target, abs=True).amax(1),
+            "guided-backprop": lambda: GuidedBackprop(net).attribute(x, target=target),
+            "guided-grad-cam": lambda: GuidedGradCam(net, layer).attribute(x, target=target, interpolate_mode="bilinear"),
+        }[a.method]
+    else:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        assert a.method == "grad-cam"
+        cam = GradCAM(model=net, target_layers=[layer])
+        targets = [ClassifierOutputTarget(t) for t in target]
+        run = lambda: cam(input_tensor=x, targets=targets)  # noqa: E731
+
+    for _ in range(a.warmup):
+        run()
+    times = []
+    for _ in range(a.iters):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({
+        "arch": a.arch, "peer": a.peer, "method": a.method, "batch": a.batch, "size": a.size,
+        "threads": torch.get_num_threads(), "median_ms": round(statistics.median(times), 2),
+        "min_ms": round(min(times), 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
