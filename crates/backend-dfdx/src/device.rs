@@ -1,8 +1,10 @@
 //! The two things a device must provide for attrib's ops: moving buffers between the
 //! device and the host kernels, and running dfdx's tape backwards.
 
+use std::borrow::Cow;
+
 use attrib_core::Scalar;
-use dfdx::shapes::Rank0;
+use dfdx::shapes::{HasShape, Rank0};
 use dfdx::tensor::{Cpu, Gradients, OwnedTape, Storage, Tensor, TensorFromVec};
 use dfdx::tensor_ops::Backward;
 
@@ -36,6 +38,12 @@ pub trait KernelDevice<E: Elem>: Storage<E> + TensorFromVec<E> {
     /// `v += src`, elementwise.
     fn add_host(v: &mut Self::Vec, src: &[E]) -> Result<(), Self::Err>;
 
+    /// A 4-d tensor's values on the host: borrowed where the device's buffer is host
+    /// memory in standard layout, copied otherwise.
+    fn host<'a>(t: &'a Tensor<(usize, usize, usize, usize), E, Self>) -> Cow<'a, [E]> {
+        Cow::Owned(t.as_vec())
+    }
+
     /// Runs the tape of a scalar loss backwards.
     fn run_backward(
         loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>,
@@ -65,6 +73,34 @@ impl<E: Elem> KernelDevice<E> for Cpu {
         loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>,
     ) -> Result<Gradients<E, Self>, Self::Err> {
         loss.try_backward()
+    }
+
+    fn host<'a>(t: &'a Tensor<(usize, usize, usize, usize), E, Self>) -> Cow<'a, [E]> {
+        let (n, c, h, w) = *t.shape();
+        let numel = n * c * h * w;
+        if numel == 0 {
+            return Cow::Owned(Vec::new());
+        }
+        // dfdx exposes the buffer only element by element. Borrow it whole when the
+        // elements sit at the standard strides (tensors made from vectors always do;
+        // a permuted or broadcast view does not and is copied through `as_vec`).
+        let first: &E = &t[[0, 0, 0, 0]];
+        let base = first as *const E as usize;
+        let at = |i: [usize; 4]| {
+            (&t[i] as *const E as usize).wrapping_sub(base) / std::mem::size_of::<E>()
+        };
+        let standard = (n < 2 || at([1, 0, 0, 0]) == c * h * w)
+            && (c < 2 || at([0, 1, 0, 0]) == h * w)
+            && (h < 2 || at([0, 0, 1, 0]) == w)
+            && (w < 2 || at([0, 0, 0, 1]) == 1)
+            && at([n - 1, c - 1, h - 1, w - 1]) == numel - 1;
+        if !standard {
+            return Cow::Owned(t.as_vec());
+        }
+        // SAFETY: the elements from `first` to the last index are one allocation (the
+        // tensor's Vec, alive while `t` is borrowed), at consecutive addresses: the
+        // first and last are numel - 1 apart and every axis has the standard stride.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(first as *const E, numel) })
     }
 }
 
@@ -102,4 +138,20 @@ mod cuda {
 
     cuda_device!(f32);
     cuda_device!(f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfdx::tensor::TensorFromVec;
+
+    #[test]
+    fn cpu_tensors_are_borrowed_not_copied() {
+        let dev = Cpu::default();
+        let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let t = dev.tensor_from_vec(v.clone(), (2usize, 3usize, 2usize, 2usize));
+        let h = <Cpu as KernelDevice<f32>>::host(&t);
+        assert!(matches!(h, Cow::Borrowed(_)));
+        assert_eq!(&*h, &v[..]);
+    }
 }

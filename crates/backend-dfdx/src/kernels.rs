@@ -245,79 +245,116 @@ impl ConvGeom {
         (y < len).then_some(y)
     }
 
-    /// Writes the im2col matrix `(kk, ho*wo)` of one group of one image.
+    /// The output columns `[lo, hi)` whose kernel tap `j` reads inside the row, and
+    /// the input column of output column 0 (possibly negative): valid taps form one
+    /// contiguous run, so rows are copied rather than tested pixel by pixel.
+    #[inline]
+    fn valid_cols(&self, j: usize) -> (usize, usize, isize) {
+        let (sw, w) = (self.stride[1] as isize, self.w as isize);
+        let x0 = (j * self.dilation[1]) as isize - self.pad[2] as isize;
+        let lo = if x0 >= 0 {
+            0
+        } else {
+            ((-x0 + sw - 1) / sw) as usize
+        };
+        let hi = if x0 > w - 1 {
+            0
+        } else {
+            (((w - 1 - x0) / sw) + 1).min(self.wo as isize) as usize
+        };
+        (lo.min(hi), hi, x0)
+    }
+
+    /// Writes the im2col matrix `(kk, ho*wo)` of one group of one image, one input
+    /// channel per task.
     fn im2col<E: Elem>(&self, x_img: &[E], group: usize, col: &mut [E]) {
         let (cg, [kh, kw], p) = (self.cg(), self.kernel, self.pixels());
-        for ci in 0..cg {
-            let plane = &x_img[(group * cg + ci) * self.h * self.w..][..self.h * self.w];
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = &mut col[((ci * kh + i) * kw + j) * p..][..p];
-                    for oy in 0..self.ho {
-                        let dst = &mut row[oy * self.wo..][..self.wo];
-                        match Self::src(
-                            oy,
-                            i,
-                            self.stride[0],
-                            self.dilation[0],
-                            self.pad[0],
-                            self.h,
-                        ) {
-                            None => dst.fill(E::zero()),
-                            Some(y) => {
-                                let src_row = &plane[y * self.w..][..self.w];
-                                for (ox, d) in dst.iter_mut().enumerate() {
-                                    *d = match Self::src(
-                                        ox,
-                                        j,
-                                        self.stride[1],
-                                        self.dilation[1],
-                                        self.pad[2],
-                                        self.w,
-                                    ) {
-                                        Some(x) => src_row[x],
-                                        None => E::zero(),
-                                    };
+        let sw = self.stride[1];
+        col[..cg * kh * kw * p]
+            .par_chunks_mut(kh * kw * p)
+            .enumerate()
+            .for_each(|(ci, rows)| {
+                let plane = &x_img[(group * cg + ci) * self.h * self.w..][..self.h * self.w];
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let row = &mut rows[(i * kw + j) * p..][..p];
+                        let (lo, hi, x0) = self.valid_cols(j);
+                        for oy in 0..self.ho {
+                            let dst = &mut row[oy * self.wo..][..self.wo];
+                            match Self::src(
+                                oy,
+                                i,
+                                self.stride[0],
+                                self.dilation[0],
+                                self.pad[0],
+                                self.h,
+                            ) {
+                                Some(y) if lo < hi => {
+                                    let src_row = &plane[y * self.w..][..self.w];
+                                    dst[..lo].fill(E::zero());
+                                    dst[hi..].fill(E::zero());
+                                    let start = (x0 + (lo * sw) as isize) as usize;
+                                    if sw == 1 {
+                                        dst[lo..hi]
+                                            .copy_from_slice(&src_row[start..start + (hi - lo)]);
+                                    } else {
+                                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                                            *d = src_row[start + k * sw];
+                                        }
+                                    }
+                                }
+                                _ => dst.fill(E::zero()),
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// Adds the im2col-shaped `col` back into one group of one image's gradient, one
+    /// input channel per task (each writes only its own plane).
+    fn col2im<E: Elem>(&self, col: &[E], group: usize, dx_img: &mut [E]) {
+        let (cg, [kh, kw], p) = (self.cg(), self.kernel, self.pixels());
+        let (hw, sw) = (self.h * self.w, self.stride[1]);
+        dx_img[group * cg * hw..][..cg * hw]
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(ci, plane)| {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let row = &col[((ci * kh + i) * kw + j) * p..][..p];
+                        let (lo, hi, x0) = self.valid_cols(j);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let start = (x0 + (lo * sw) as isize) as usize;
+                        for oy in 0..self.ho {
+                            let Some(y) = Self::src(
+                                oy,
+                                i,
+                                self.stride[0],
+                                self.dilation[0],
+                                self.pad[0],
+                                self.h,
+                            ) else {
+                                continue;
+                            };
+                            let dst_row = &mut plane[y * self.w..][..self.w];
+                            let src = &row[oy * self.wo + lo..oy * self.wo + hi];
+                            if sw == 1 {
+                                dst_row[start..start + src.len()]
+                                    .iter_mut()
+                                    .zip(src)
+                                    .for_each(|(d, &v)| *d += v);
+                            } else {
+                                for (k, &v) in src.iter().enumerate() {
+                                    dst_row[start + k * sw] += v;
                                 }
                             }
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// Adds the im2col-shaped `col` back into one group of one image's gradient.
-    fn col2im<E: Elem>(&self, col: &[E], group: usize, dx_img: &mut [E]) {
-        let (cg, [kh, kw], p) = (self.cg(), self.kernel, self.pixels());
-        for ci in 0..cg {
-            let plane = &mut dx_img[(group * cg + ci) * self.h * self.w..][..self.h * self.w];
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = &col[((ci * kh + i) * kw + j) * p..][..p];
-                    for oy in 0..self.ho {
-                        let Some(y) =
-                            Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h)
-                        else {
-                            continue;
-                        };
-                        let dst_row = &mut plane[y * self.w..][..self.w];
-                        for (ox, &v) in row[oy * self.wo..][..self.wo].iter().enumerate() {
-                            if let Some(x) = Self::src(
-                                ox,
-                                j,
-                                self.stride[1],
-                                self.dilation[1],
-                                self.pad[2],
-                                self.w,
-                            ) {
-                                dst_row[x] += v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+            });
     }
 }
 
@@ -369,29 +406,39 @@ pub fn conv2d_forward<E: Elem>(
     }
 }
 
-/// Depthwise convolution computed directly: im2col would build `groups` tiny matrices.
+/// Depthwise convolution computed directly: im2col would build `groups` tiny
+/// matrices. Each output plane is a task; each kernel tap adds a shifted, scaled copy
+/// of the input rows over the run of columns where it lands inside the image.
 fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
-    let (p, mult, [kh, kw]) = (g.pixels(), g.og(), g.kernel);
+    let (p, mult, [kh, kw], sw) = (g.pixels(), g.og(), g.kernel, g.stride[1]);
+    let cols: Vec<(usize, usize, isize)> = (0..kw).map(|j| g.valid_cols(j)).collect();
     y.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
         let (b, o) = (i / g.c_out, i % g.c_out);
         let plane = &x[(b * g.c_in + o / mult) * g.h * g.w..][..g.h * g.w];
         let wk = &weight[o * kh * kw..][..kh * kw];
         out.fill(E::zero());
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let wv = wk[ki * kw + kj];
-                for oy in 0..g.ho {
-                    let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
-                    else {
+        for oy in 0..g.ho {
+            let dst = &mut out[oy * g.wo..][..g.wo];
+            for ki in 0..kh {
+                let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
+                else {
+                    continue;
+                };
+                let row = &plane[sy * g.w..][..g.w];
+                for (kj, &(lo, hi, x0)) in cols.iter().enumerate() {
+                    if lo >= hi {
                         continue;
-                    };
-                    let row = &plane[sy * g.w..][..g.w];
-                    let dst = &mut out[oy * g.wo..][..g.wo];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        if let Some(sx) =
-                            ConvGeom::src(ox, kj, g.stride[1], g.dilation[1], g.pad[2], g.w)
-                        {
-                            *d += wv * row[sx];
+                    }
+                    let wv = wk[ki * kw + kj];
+                    let start = (x0 + (lo * sw) as isize) as usize;
+                    if sw == 1 {
+                        dst[lo..hi]
+                            .iter_mut()
+                            .zip(&row[start..start + (hi - lo)])
+                            .for_each(|(d, &v)| *d += wv * v);
+                    } else {
+                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d += wv * row[start + k * sw];
                         }
                     }
                 }
@@ -406,7 +453,8 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
     let img_in = g.c_in * g.h * g.w;
     let img_out = g.c_out * p;
     if g.is_depthwise() && g.groups > 1 {
-        let (mult, [kh, kw]) = (og, g.kernel);
+        let (mult, [kh, kw], sw) = (og, g.kernel, g.stride[1]);
+        let cols: Vec<(usize, usize, isize)> = (0..kw).map(|j| g.valid_cols(j)).collect();
         dx.par_chunks_mut(g.h * g.w)
             .enumerate()
             .for_each(|(i, plane)| {
@@ -414,31 +462,29 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
                 for o in c * mult..(c + 1) * mult {
                     let go = &dy[(b * g.c_out + o) * p..][..p];
                     let wk = &weight[o * kh * kw..][..kh * kw];
-                    for ki in 0..kh {
-                        for kj in 0..kw {
-                            let wv = wk[ki * kw + kj];
-                            for oy in 0..g.ho {
-                                let Some(sy) = ConvGeom::src(
-                                    oy,
-                                    ki,
-                                    g.stride[0],
-                                    g.dilation[0],
-                                    g.pad[0],
-                                    g.h,
-                                ) else {
+                    for oy in 0..g.ho {
+                        let src = &go[oy * g.wo..][..g.wo];
+                        for ki in 0..kh {
+                            let Some(sy) =
+                                ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
+                            else {
+                                continue;
+                            };
+                            let row = &mut plane[sy * g.w..][..g.w];
+                            for (kj, &(lo, hi, x0)) in cols.iter().enumerate() {
+                                if lo >= hi {
                                     continue;
-                                };
-                                let row = &mut plane[sy * g.w..][..g.w];
-                                for (ox, &gv) in go[oy * g.wo..][..g.wo].iter().enumerate() {
-                                    if let Some(sx) = ConvGeom::src(
-                                        ox,
-                                        kj,
-                                        g.stride[1],
-                                        g.dilation[1],
-                                        g.pad[2],
-                                        g.w,
-                                    ) {
-                                        row[sx] += wv * gv;
+                                }
+                                let wv = wk[ki * kw + kj];
+                                let start = (x0 + (lo * sw) as isize) as usize;
+                                if sw == 1 {
+                                    row[start..start + (hi - lo)]
+                                        .iter_mut()
+                                        .zip(&src[lo..hi])
+                                        .for_each(|(d, &v)| *d += wv * v);
+                                } else {
+                                    for (k, &v) in src[lo..hi].iter().enumerate() {
+                                        row[start + k * sw] += wv * v;
                                     }
                                 }
                             }

@@ -447,12 +447,13 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
 
     fn to_array4(&self, t: &Tensor4<E, D>) -> Array4<E> {
         let [n, c, h, w] = ops::dims(t);
-        Array4::from_shape_vec((n, c, h, w), t.as_vec()).expect("tensor length matches its shape")
+        Array4::from_shape_vec((n, c, h, w), D::host(t).into_owned())
+            .expect("tensor length matches its shape")
     }
 
     fn scores_of(&self, t: &Tensor4<E, D>) -> Array2<E> {
         let [n, k, ..] = ops::dims(t);
-        Array2::from_shape_vec((n, k), t.as_vec()).expect("the output is (N, K, 1, 1)")
+        Array2::from_shape_vec((n, k), D::host(t).into_owned()).expect("the output is (N, K, 1, 1)")
     }
 }
 

@@ -269,7 +269,7 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
     let g = cfg.geometry(dims(x), wshape)?;
-    let xs = x.as_vec();
+    let xs = D::host(x);
     let mut y = vec![E::zero(); g.out_len()];
     kernels::conv2d_forward(&g, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
@@ -280,6 +280,7 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         vec![dx]
     });
     if let Some(p) = params {
+        let xs = xs.into_owned();
         record_params(tape, &out, p, move |dy, dw, db| {
             kernels::conv2d_backward_weight(&g, &xs, dy, dw, db)
         });
@@ -299,10 +300,16 @@ pub(crate) fn affine_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         return Err(Error::shape("batch norm channels", scale.len(), c));
     }
     let plane = h * w;
-    let mut y = x.as_vec();
-    for (i, p) in y.chunks_mut(plane.max(1)).enumerate().take(n * c) {
+    let xs = D::host(x);
+    let mut y = vec![E::zero(); xs.len()];
+    for (i, (p, q)) in y
+        .chunks_mut(plane.max(1))
+        .zip(xs.chunks(plane.max(1)))
+        .enumerate()
+        .take(n * c)
+    {
         let (a, b) = (scale[i % c], shift[i % c]);
-        p.iter_mut().for_each(|v| *v = *v * a + b);
+        p.iter_mut().zip(q).for_each(|(v, &u)| *v = u * a + b);
     }
     let out = tensor4(x.device(), y, [n, c, h, w])?;
     let scale = scale.clone();
@@ -323,7 +330,7 @@ pub(crate) fn rectify_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     rule: Rectifier,
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
-    let xs = x.as_vec();
+    let xs = D::host(x);
     let y = xs.iter().map(|&v| kind.apply(v)).collect();
     let out = tensor4(x.device(), y, dims(x))?;
     if T::OWNS_TAPE {
@@ -350,7 +357,7 @@ pub(crate) fn max_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 ) -> Result<Tensor4<E, D>> {
     let [n, c, ..] = dims(x);
     let g = cfg.geometry(dims(x))?;
-    let xs = x.as_vec();
+    let xs = D::host(x);
     let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
     let mut arg = vec![0u32; y.len()];
     kernels::max_pool_forward(&g, &xs, &mut y, &mut arg);
@@ -372,7 +379,7 @@ pub(crate) fn avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 ) -> Result<Tensor4<E, D>> {
     let [n, c, ..] = dims(x);
     let g = cfg.geometry(dims(x))?;
-    let xs = x.as_vec();
+    let xs = D::host(x);
     let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
     kernels::avg_pool_forward(&g, count_include_pad, &xs, &mut y);
     let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
@@ -399,7 +406,7 @@ pub(crate) fn adaptive_avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
             format!("{h}x{w} -> {ho}x{wo}"),
         ));
     }
-    let xs = x.as_vec();
+    let xs = D::host(x);
     let mut y = vec![E::zero(); n * c * ho * wo];
     kernels::adaptive_avg_forward(n * c, h, w, ho, wo, &xs, &mut y);
     let out = tensor4(x.device(), y, [n, c, ho, wo])?;
@@ -417,7 +424,7 @@ pub(crate) fn flatten_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
     let [n, c, h, w] = dims(x);
-    let out = tensor4(x.device(), x.as_vec(), [n, c * h * w, 1, 1])?;
+    let out = tensor4(x.device(), D::host(x).into_owned(), [n, c * h * w, 1, 1])?;
     record(tape, &out, &[x], |dy| vec![dy]);
     Ok(out)
 }
@@ -440,7 +447,7 @@ pub(crate) fn linear_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
             format!("({n}, {f}, {h}, {w})"),
         ));
     }
-    let xs = x.as_vec();
+    let xs = D::host(x);
     let mut y = vec![E::zero(); n * k];
     kernels::linear_forward(n, f, k, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
     let out = tensor4(x.device(), y, [n, k, 1, 1])?;
@@ -451,6 +458,7 @@ pub(crate) fn linear_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         vec![dx]
     });
     if let Some(p) = params {
+        let xs = xs.into_owned();
         record_params(tape, &out, p, move |dy, dw, db| {
             kernels::linear_backward_weight(n, f, k, &xs, dy, dw, db)
         });
@@ -471,11 +479,10 @@ pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
             format!("{:?}", dims(b)),
         ));
     }
-    let y = a
-        .as_vec()
-        .into_iter()
-        .zip(b.as_vec())
-        .map(|(u, v)| u + v)
+    let y = D::host(a)
+        .iter()
+        .zip(D::host(b).iter())
+        .map(|(&u, &v)| u + v)
         .collect();
     let out = tensor4(a.device(), y, dims(a))?;
     record(tape, &out, &[a, b], |dy| vec![dy.clone(), dy]);
