@@ -36,7 +36,13 @@ pub trait KernelDevice<E: Elem>: Storage<E> + TensorFromVec<E> {
     fn read_host(v: &Self::Vec) -> Result<Vec<E>, Self::Err>;
 
     /// `v += src`, elementwise.
-    fn add_host(v: &mut Self::Vec, src: &[E]) -> Result<(), Self::Err>;
+    fn add_host(v: &mut Self::Vec, src: &[E]) -> Result<(), Self::Err> {
+        Self::accumulate(v, |d| d.iter_mut().zip(src).for_each(|(a, &b)| *a += b))
+    }
+
+    /// Runs `f` on the buffer as a host slice, keeping what it writes: in place on
+    /// the CPU, through a host copy elsewhere.
+    fn accumulate(v: &mut Self::Vec, f: impl FnOnce(&mut [E])) -> Result<(), Self::Err>;
 
     /// A 4-d tensor's values on the host: borrowed where the device's buffer is host
     /// memory in standard layout, copied otherwise.
@@ -59,20 +65,15 @@ impl<E: Elem> KernelDevice<E> for Cpu {
         Ok((**v).clone())
     }
 
-    fn add_host(v: &mut Self::Vec, src: &[E]) -> Result<(), Self::Err> {
-        if v.is_empty() {
-            // A buffer already taken by its producer is only ever re-filled whole.
-            v.extend_from_slice(src);
-        } else {
-            v.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
-        }
-        Ok(())
-    }
-
     fn run_backward(
         loss: Tensor<Rank0, E, Self, OwnedTape<E, Self>>,
     ) -> Result<Gradients<E, Self>, Self::Err> {
         loss.try_backward()
+    }
+
+    fn accumulate(v: &mut Self::Vec, f: impl FnOnce(&mut [E])) -> Result<(), Self::Err> {
+        f(&mut v[..]);
+        Ok(())
     }
 
     fn host<'a>(t: &'a Tensor<(usize, usize, usize, usize), E, Self>) -> Cow<'a, [E]> {
@@ -120,9 +121,12 @@ mod cuda {
                     Ok((**v).device().dtoh_sync_copy(&**v)?)
                 }
 
-                fn add_host(v: &mut Self::Vec, src: &[$t]) -> Result<(), Self::Err> {
+                fn accumulate(
+                    v: &mut Self::Vec,
+                    f: impl FnOnce(&mut [$t]),
+                ) -> Result<(), Self::Err> {
                     let mut host = Self::read_host(v)?;
-                    host.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+                    f(&mut host);
                     let dev = (**v).device();
                     Ok(dev.htod_sync_copy_into(&host, &mut **v)?)
                 }

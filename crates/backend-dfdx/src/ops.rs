@@ -60,13 +60,15 @@ pub fn tensor4<E: Elem, D: KernelDevice<E>>(
         .map_err(backend)
 }
 
-/// Records a backward closure for `out = op(inputs)`: it takes `dL/d out` and adds
-/// the per-input gradients that `back` returns (in input order).
+/// Records a backward closure for `out = op(inputs)`: it takes `dL/d out` (consuming
+/// it) and calls `back(dy, k, dx_k)` for each input `k`, which must *add* that input's
+/// gradient into `dx_k` — the gradient buffer itself on the CPU, so no temporary is
+/// allocated and no second pass adds it in.
 fn record<E, D, T>(
     tape: &mut T,
     out: &Tensor4<E, D>,
     inputs: &[&Tensor4<E, D>],
-    back: impl FnOnce(Vec<E>) -> Vec<Vec<E>> + 'static,
+    mut back: impl FnMut(&[E], usize, &mut [E]) + 'static,
 ) where
     E: Elem,
     D: KernelDevice<E>,
@@ -79,11 +81,16 @@ fn record<E, D, T>(
     let in_g: Vec<_> = inputs.iter().map(|t| t.ghost()).collect();
     tape.add_backward_op(move |grads| {
         let dy = D::take_host(grads.get_or_alloc_mut(&out_g)?)?;
-        for (g, dx) in in_g.iter().zip(back(dy)) {
-            D::add_host(grads.get_or_alloc_mut(g)?, &dx)?;
+        for (k, g) in in_g.iter().enumerate() {
+            D::accumulate(grads.get_or_alloc_mut(g)?, |dx| back(&dy, k, dx))?;
         }
         Ok(())
     });
+}
+
+/// `dx += dy`: the backward of ops that pass gradients through unchanged.
+fn add_into<E: Elem>(dy: &[E], _: usize, dx: &mut [E]) {
+    dx.iter_mut().zip(dy).for_each(|(d, &g)| *d += g);
 }
 
 /// Zero padding of a convolution.
@@ -274,10 +281,8 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     kernels::conv2d_forward(&g, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
     let w = weight.clone();
-    record(tape, &out, &[x], move |dy| {
-        let mut dx = vec![E::zero(); g.n * g.c_in * g.h * g.w];
-        kernels::conv2d_backward_input(&g, &dy, &w, &mut dx);
-        vec![dx]
+    record(tape, &out, &[x], move |dy, _, dx| {
+        kernels::conv2d_backward_input(&g, dy, &w, dx)
     });
     if let Some(p) = params {
         let xs = xs.into_owned();
@@ -313,12 +318,12 @@ pub(crate) fn affine_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     }
     let out = tensor4(x.device(), y, [n, c, h, w])?;
     let scale = scale.clone();
-    record(tape, &out, &[x], move |mut dy| {
-        for (i, p) in dy.chunks_mut(plane.max(1)).enumerate().take(n * c) {
+    record(tape, &out, &[x], move |dy, _, dx| {
+        let planes = dx.chunks_mut(plane.max(1)).zip(dy.chunks(plane.max(1)));
+        for (i, (p, q)) in planes.enumerate().take(n * c) {
             let a = scale[i % c];
-            p.iter_mut().for_each(|v| *v *= a);
+            p.iter_mut().zip(q).for_each(|(d, &g)| *d += g * a);
         }
-        vec![dy]
     });
     Ok(out)
 }
@@ -339,11 +344,10 @@ pub(crate) fn rectify_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
             Rectifier::Deconvnet => Vec::new(),
             _ => xs.iter().map(|&v| kind.active(v)).collect(),
         };
-        record(tape, &out, &[x], move |mut dy| {
-            for (i, g) in dy.iter_mut().enumerate() {
-                *g = rule.pass(active.get(i).copied().unwrap_or(false), *g);
+        record(tape, &out, &[x], move |dy, _, dx| {
+            for (i, (d, &g)) in dx.iter_mut().zip(dy).enumerate() {
+                *d += rule.pass(active.get(i).copied().unwrap_or(false), g);
             }
-            vec![dy]
         });
     }
     Ok(out)
@@ -362,10 +366,8 @@ pub(crate) fn max_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let mut arg = vec![0u32; y.len()];
     kernels::max_pool_forward(&g, &xs, &mut y, &mut arg);
     let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
-    record(tape, &out, &[x], move |dy| {
-        let mut dx = vec![E::zero(); g.planes * g.h * g.w];
-        kernels::max_pool_backward(&g, &dy, &arg, &mut dx);
-        vec![dx]
+    record(tape, &out, &[x], move |dy, _, dx| {
+        kernels::max_pool_backward(&g, dy, &arg, dx)
     });
     Ok(out)
 }
@@ -383,10 +385,8 @@ pub(crate) fn avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
     kernels::avg_pool_forward(&g, count_include_pad, &xs, &mut y);
     let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
-    record(tape, &out, &[x], move |dy| {
-        let mut dx = vec![E::zero(); g.planes * g.h * g.w];
-        kernels::avg_pool_backward(&g, count_include_pad, &dy, &mut dx);
-        vec![dx]
+    record(tape, &out, &[x], move |dy, _, dx| {
+        kernels::avg_pool_backward(&g, count_include_pad, dy, dx)
     });
     Ok(out)
 }
@@ -410,10 +410,8 @@ pub(crate) fn adaptive_avg_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let mut y = vec![E::zero(); n * c * ho * wo];
     kernels::adaptive_avg_forward(n * c, h, w, ho, wo, &xs, &mut y);
     let out = tensor4(x.device(), y, [n, c, ho, wo])?;
-    record(tape, &out, &[x], move |dy| {
-        let mut dx = vec![E::zero(); n * c * h * w];
-        kernels::adaptive_avg_backward(n * c, h, w, ho, wo, &dy, &mut dx);
-        vec![dx]
+    record(tape, &out, &[x], move |dy, _, dx| {
+        kernels::adaptive_avg_backward(n * c, h, w, ho, wo, dy, dx)
     });
     Ok(out)
 }
@@ -425,7 +423,7 @@ pub(crate) fn flatten_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 ) -> Result<Tensor4<E, D>> {
     let [n, c, h, w] = dims(x);
     let out = tensor4(x.device(), D::host(x).into_owned(), [n, c * h * w, 1, 1])?;
-    record(tape, &out, &[x], |dy| vec![dy]);
+    record(tape, &out, &[x], add_into);
     Ok(out)
 }
 
@@ -452,10 +450,8 @@ pub(crate) fn linear_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     kernels::linear_forward(n, f, k, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
     let out = tensor4(x.device(), y, [n, k, 1, 1])?;
     let wc = weight.clone();
-    record(tape, &out, &[x], move |dy| {
-        let mut dx = vec![E::zero(); n * f];
-        kernels::linear_backward_input(n, f, k, &dy, &wc, &mut dx);
-        vec![dx]
+    record(tape, &out, &[x], move |dy, _, dx| {
+        kernels::linear_backward_input(n, f, k, dy, &wc, dx)
     });
     if let Some(p) = params {
         let xs = xs.into_owned();
@@ -485,7 +481,7 @@ pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         .map(|(&u, &v)| u + v)
         .collect();
     let out = tensor4(a.device(), y, dims(a))?;
-    record(tape, &out, &[a, b], |dy| vec![dy.clone(), dy]);
+    record(tape, &out, &[a, b], add_into);
     Ok(out)
 }
 
