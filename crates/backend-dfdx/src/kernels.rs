@@ -45,7 +45,8 @@ impl<'a, E> MatRef<'a, E> {
     }
 }
 
-/// `dst (m x n, row-major) = [dst +] lhs (m x k) * rhs (k x n)` through gemm 0.19.
+/// `dst (m x n, row-major) = [dst +] lhs (m x k) * rhs (k x n)` through gemm 0.19,
+/// on all threads when the product is large.
 pub(crate) fn matmul<E: Elem>(
     dst: &mut [E],
     m: usize,
@@ -54,6 +55,22 @@ pub(crate) fn matmul<E: Elem>(
     lhs: MatRef<'_, E>,
     rhs: MatRef<'_, E>,
     accumulate: bool,
+) {
+    matmul_on(dst, m, n, k, lhs, rhs, accumulate, true)
+}
+
+/// [`matmul`], single-threaded unless `parallel`: callers that already run one
+/// product per thread (one per image of a batch) pass `false`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_on<E: Elem>(
+    dst: &mut [E],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, E>,
+    rhs: MatRef<'_, E>,
+    accumulate: bool,
+    parallel: bool,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -67,11 +84,12 @@ pub(crate) fn matmul<E: Elem>(
     // The bounds below are what makes the raw-pointer call sound.
     assert!(dst.len() >= m * n, "gemm destination too small");
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm operand too small");
-    let parallelism = if m * n * k >= PARALLEL_GEMM_FLOPS && rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        Parallelism::None
-    };
+    let parallelism =
+        if parallel && m * n * k >= PARALLEL_GEMM_FLOPS && rayon::current_num_threads() > 1 {
+            Parallelism::Rayon(rayon::current_num_threads())
+        } else {
+            Parallelism::None
+        };
     // SAFETY: every index gemm touches, (i*rs + j*cs) for i < rows and j < cols, was
     // checked to lie inside its slice above; dst does not alias lhs or rhs (&mut).
     unsafe {
@@ -372,29 +390,39 @@ pub fn conv2d_forward<E: Elem>(
     if g.is_depthwise() && g.groups > 1 {
         depthwise_forward(g, x, weight, y);
     } else {
-        let mut col = if g.is_pointwise() {
-            Vec::new()
-        } else {
-            vec![E::zero(); kk * p]
-        };
-        for b in 0..g.n {
-            let x_img = &x[b * img_in..][..img_in];
+        // A batch runs one image per thread with single-threaded products (better
+        // than splitting each product); a single image splits its products.
+        let per_image = g.n > 1 && rayon::current_num_threads() > 1;
+        let one = |col: &mut Vec<E>, y_img: &mut [E], x_img: &[E]| {
             for grp in 0..g.groups {
                 let rhs = if g.is_pointwise() {
                     &x_img[grp * kk * p..][..kk * p]
                 } else {
-                    g.im2col(x_img, grp, &mut col);
+                    col.resize(kk * p, E::zero());
+                    g.im2col(x_img, grp, col);
                     &col[..]
                 };
-                matmul(
-                    &mut y[b * img_out + grp * og * p..][..og * p],
+                matmul_on(
+                    &mut y_img[grp * og * p..][..og * p],
                     og,
                     p,
                     kk,
                     MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
                     MatRef::rows(rhs, p),
                     false,
+                    !per_image,
                 );
+            }
+        };
+        if per_image {
+            y[..g.n * img_out]
+                .par_chunks_mut(img_out)
+                .zip(x.par_chunks(img_in))
+                .for_each_init(Vec::new, |col, (y_img, x_img)| one(col, y_img, x_img));
+        } else {
+            let mut col = Vec::new();
+            for (y_img, x_img) in y.chunks_mut(img_out).zip(x.chunks(img_in)).take(g.n) {
+                one(&mut col, y_img, x_img);
             }
         }
     }
@@ -494,14 +522,13 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
             });
         return;
     }
-    let mut col = vec![E::zero(); kk * p];
-    for b in 0..g.n {
-        let dx_img = &mut dx[b * img_in..][..img_in];
+    let per_image = g.n > 1 && rayon::current_num_threads() > 1;
+    let one = |col: &mut Vec<E>, dx_img: &mut [E], dy_img: &[E]| {
         for grp in 0..g.groups {
             let w_t = MatRef::transposed(&weight[grp * og * kk..][..og * kk], kk);
-            let dy_g = MatRef::rows(&dy[b * img_out + grp * og * p..][..og * p], p);
+            let dy_g = MatRef::rows(&dy_img[grp * og * p..][..og * p], p);
             if g.is_pointwise() {
-                matmul(
+                matmul_on(
                     &mut dx_img[grp * kk * p..][..kk * p],
                     kk,
                     p,
@@ -509,11 +536,24 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
                     w_t,
                     dy_g,
                     true,
+                    !per_image,
                 );
             } else {
-                matmul(&mut col, kk, p, og, w_t, dy_g, false);
-                g.col2im(&col, grp, dx_img);
+                col.resize(kk * p, E::zero());
+                matmul_on(col, kk, p, og, w_t, dy_g, false, !per_image);
+                g.col2im(col, grp, dx_img);
             }
+        }
+    };
+    if per_image {
+        dx[..g.n * img_in]
+            .par_chunks_mut(img_in)
+            .zip(dy.par_chunks(img_out))
+            .for_each_init(Vec::new, |col, (dx_img, dy_img)| one(col, dx_img, dy_img));
+    } else {
+        let mut col = Vec::new();
+        for (dx_img, dy_img) in dx.chunks_mut(img_in).zip(dy.chunks(img_out)).take(g.n) {
+            one(&mut col, dx_img, dy_img);
         }
     }
 }
