@@ -206,6 +206,7 @@ fn efficientnet_lite0_classifies_the_photos_like_pytorch() {
             &logits.clone().into_dyn(),
             &fixture(&format!("lite0.{photo}.logits224")),
         );
+        eprintln!("lite0 {photo}: logits relative error {e:.1e}");
         assert!(e <= 1e-4, "{photo}: logits relative error {e:e}");
         let top = Target::<f32>::TopPredicted
             .resolve(logits.view())
