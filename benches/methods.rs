@@ -1,8 +1,10 @@
-//! Each method on a small VGG-style network (the zoo's ResNet-18 joins with the
-//! real-networks work).
+//! Each method on ResNet-18 (synthetic weights) at 224x224, batch 1 and 8, and on a
+//! small VGG-style network with max-pool.
 
 use attrib_core::{Attribution, Target};
-use attrib_dfdx::{Conv2d, Conv2dConfig, Linear, Network, NetworkBuilder, Padding, Pool2dConfig};
+use attrib_dfdx::{
+    Arch, Conv2d, Conv2dConfig, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
+};
 use attrib_methods::{GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::Array4;
@@ -75,5 +77,30 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn resnet18(c: &mut Criterion) {
+    let net = Arch::Resnet18.synthetic::<f32>(0, 1000).unwrap();
+    let t = Target::TopPredicted;
+    for batch in [1, 8] {
+        let x = Array4::from_shape_fn((batch, 3, 224, 224), |(n, ch, i, j)| {
+            ((n + ch * 3 + i * j) % 13) as f32 / 13.0 - 0.5
+        });
+        let mut g = c.benchmark_group(format!("methods/resnet18-224/batch{batch}"));
+        g.sample_size(10);
+        g.bench_function("grad-cam", |b| {
+            b.iter(|| GradCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("saliency", |b| {
+            b.iter(|| Saliency.attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("guided-backprop", |b| {
+            b.iter(|| GuidedBackprop.attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("guided-grad-cam", |b| {
+            b.iter(|| GuidedGradCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, resnet18, bench);
 criterion_main!(benches);

@@ -80,6 +80,31 @@ impl<E: Elem> Conv2d<E> {
         &self.cfg
     }
 
+    /// This convolution followed by inference batch norm `bn`, as one convolution:
+    /// `w'[o] = w[o] * scale[o]`, `b'[o] = b[o] * scale[o] + shift[o]` (in f64, rounded
+    /// once). Same function and same input gradient, one pass instead of two.
+    pub fn fold_batch_norm(&self, bn: &BatchNorm2d<E>) -> Conv2d<E> {
+        let per_out = self.shape[1] * self.shape[2] * self.shape[3];
+        let weight = self
+            .weight
+            .chunks(per_out)
+            .zip(bn.scale.iter())
+            .flat_map(|(row, &a)| row.iter().map(move |&w| E::of(w.as_f64() * a.as_f64())))
+            .collect();
+        let bias = (0..self.shape[0])
+            .map(|o| {
+                let b = self.bias.as_ref().map_or(0.0, |b| b[o].as_f64());
+                E::of(b * bn.scale[o].as_f64() + bn.shift[o].as_f64())
+            })
+            .collect();
+        Conv2d {
+            weight: Arc::new(weight),
+            shape: self.shape,
+            bias: Some(Arc::new(bias)),
+            cfg: self.cfg,
+        }
+    }
+
     /// Input channels this convolution expects.
     pub fn in_channels(&self) -> usize {
         self.shape[1] * self.cfg.groups

@@ -310,11 +310,28 @@ impl<E: Elem> NetworkBuilder<E> {
                 .expect("every node has a name"),
         };
         let mut last_use = vec![0usize; self.shapes.len()];
+        let mut uses = vec![0usize; self.shapes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
             for &v in &n.inputs {
                 last_use[v] = i;
+                uses[v] += 1;
             }
         }
+        let folded = (0..self.nodes.len())
+            .map(|i| {
+                match (
+                    &self.nodes[i].layer,
+                    self.nodes.get(i + 1).map(|n| (&n.layer, &n.inputs)),
+                ) {
+                    (Layer::Conv2d(c), Some((Layer::BatchNorm2d(bn), inputs)))
+                        if inputs == &[i + 1] && uses[i + 1] == 1 =>
+                    {
+                        Some(c.fold_batch_norm(bn))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         Ok(Network {
             device,
             input_shape: self.input_shape,
@@ -323,6 +340,7 @@ impl<E: Elem> NetworkBuilder<E> {
             names: self.names,
             default_layer,
             last_use,
+            folded,
         })
     }
 }
@@ -337,6 +355,10 @@ pub struct Network<E: Elem, D: KernelDevice<E> = Cpu> {
     names: Vec<Name>,
     default_layer: String,
     last_use: Vec<usize>,
+    /// For a convolution whose only consumer is a batch norm: the two folded into one
+    /// convolution, used when neither output is tapped (inference needs no separate
+    /// normalisation pass).
+    folded: Vec<Option<Conv2d<E>>>,
 }
 
 type Capture<E> = Arc<Mutex<Option<Vec<E>>>>;
@@ -405,7 +427,15 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         let mut values: Vec<Option<Tensor4<E, D>>> = vec![None; self.shapes.len()];
         values[0] = Some(x);
         let last = self.nodes.len();
-        for (i, node) in self.nodes.iter().enumerate() {
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let node = &self.nodes[i];
+            let recorded = i >= record_from;
+            // Fold conv + batch norm when the conv's output is neither tapped nor the
+            // point where recording starts.
+            let folded = self.folded[i]
+                .as_ref()
+                .filter(|_| !keep.contains(&(i + 1)) && (i + 1 >= record_from) == recorded);
             let out = {
                 let ins: Vec<&Tensor4<E, D>> = node
                     .inputs
@@ -416,13 +446,30 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                             .expect("inputs are freed only after their last use")
                     })
                     .collect();
-                if i >= record_from {
-                    self.node_forward(node, &ins, rule, tape)?
-                } else {
-                    self.node_forward(node, &ins, rule, &mut NoneTape)?
+                match (folded, recorded) {
+                    (Some(c), true) => ops::conv2d_op(
+                        ins[0],
+                        &c.weight,
+                        c.shape,
+                        c.bias.as_ref(),
+                        &c.cfg,
+                        None,
+                        tape,
+                    )?,
+                    (Some(c), false) => ops::conv2d_op(
+                        ins[0],
+                        &c.weight,
+                        c.shape,
+                        c.bias.as_ref(),
+                        &c.cfg,
+                        None,
+                        &mut NoneTape,
+                    )?,
+                    (None, true) => self.node_forward(node, &ins, rule, tape)?,
+                    (None, false) => self.node_forward(node, &ins, rule, &mut NoneTape)?,
                 }
             };
-            let v = i + 1;
+            let v = if folded.is_some() { i + 2 } else { i + 1 };
             for (_, cell) in capture.iter().filter(|(cv, _)| *cv == v) {
                 // Pushed after the producer's backward op, so it runs after every
                 // consumer has added its share and before the producer consumes it.
@@ -440,6 +487,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                     values[u] = None;
                 }
             }
+            i = v;
         }
         debug_assert!(values[last].is_some());
         Ok(values)

@@ -444,3 +444,77 @@ fn tap_gradients_do_not_depend_on_where_recording_starts() {
     assert!(both.input_grad.is_some());
     assert!(only.input_grad.is_none());
 }
+
+#[test]
+fn conv_batch_norm_folding_is_invisible() {
+    // conv -> bn is folded into one convolution unless the conv's output is tapped;
+    // both paths must agree, and the tap must see the unnormalised conv output.
+    let mut rng = StdRng::seed_from_u64(6);
+    let c = conv(
+        &mut rng,
+        [3, 2, 3, 3],
+        true,
+        cfg(1, 1, Padding::symmetric(1), 1),
+    );
+    let bn = BatchNorm2d::new(
+        &[1.5, -0.5, 2.0],
+        &[0.1, 0.2, -0.3],
+        &[0.3, -0.2, 0.1],
+        &[0.5, 2.0, 1.2],
+        1e-3,
+    )
+    .unwrap();
+    let net = with_head([2, 5, 5], &mut rng, |b| {
+        b.conv2d("conv", c)
+            .unwrap()
+            .batch_norm("bn", bn)
+            .unwrap()
+            .relu("relu")
+            .unwrap();
+    });
+    let x = rand4(&mut rng, [2, 2, 5, 5]);
+    let t = Target::Class(1);
+    let folded = net
+        .backward(&BackwardRequest::input_gradient(
+            x.view(),
+            &t,
+            Rectifier::Gradient,
+        ))
+        .unwrap();
+    let mut req = BackwardRequest::input_gradient(x.view(), &t, Rectifier::Gradient);
+    req.taps = vec!["conv".into(), "bn".into()];
+    let unfolded = net.backward(&req).unwrap();
+    let diff = |a: &Array4<f64>, b: &Array4<f64>| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        diff(
+            folded.input_grad.as_ref().unwrap(),
+            unfolded.input_grad.as_ref().unwrap()
+        ) < 1e-12
+    );
+    assert!((&folded.scores - &unfolded.scores)
+        .iter()
+        .all(|d| d.abs() < 1e-12));
+    // The conv tap is the raw convolution: the bn tap is its affine image.
+    let (conv_a, bn_a) = (
+        &unfolded.tap("conv").unwrap().activation,
+        &unfolded.tap("bn").unwrap().activation,
+    );
+    let scale = [
+        1.5 / (0.5f64 + 1e-3).sqrt(),
+        -0.5 / (2.0f64 + 1e-3).sqrt(),
+        2.0 / (1.2f64 + 1e-3).sqrt(),
+    ];
+    let shift = [
+        0.1 - 0.3 * scale[0],
+        0.2 + 0.2 * scale[1],
+        -0.3 - 0.1 * scale[2],
+    ];
+    for ((idx, &a), &b) in conv_a.indexed_iter().zip(bn_a.iter()) {
+        assert!((a * scale[idx.1] + shift[idx.1] - b).abs() < 1e-12);
+    }
+}
