@@ -326,7 +326,7 @@ impl<E: Elem> NetworkBuilder<E> {
                     (Layer::Conv2d(c), Some((Layer::BatchNorm2d(bn), inputs)))
                         if inputs == &[i + 1] && uses[i + 1] == 1 =>
                     {
-                        Some(c.fold_batch_norm(bn))
+                        Some(Layer::Conv2d(c.fold_batch_norm(bn)))
                     }
                     _ => None,
                 }
@@ -358,7 +358,7 @@ pub struct Network<E: Elem, D: KernelDevice<E> = Cpu> {
     /// For a convolution whose only consumer is a batch norm: the two folded into one
     /// convolution, used when neither output is tapped (inference needs no separate
     /// normalisation pass).
-    folded: Vec<Option<Conv2d<E>>>,
+    folded: Vec<Option<Layer<E>>>,
 }
 
 type Capture<E> = Arc<Mutex<Option<Vec<E>>>>;
@@ -380,15 +380,15 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             })
     }
 
-    fn node_forward<T: Tape<E, D>>(
+    fn layer_forward<T: Tape<E, D>>(
         &self,
-        node: &Node<E>,
+        layer: &Layer<E>,
         ins: &[&Tensor4<E, D>],
         rule: Rectifier,
         tape: &mut T,
     ) -> Result<Tensor4<E, D>> {
         let x = ins[0];
-        match &node.layer {
+        match layer {
             Layer::Conv2d(c) => {
                 ops::conv2d_op(x, &c.weight, c.shape, c.bias.as_ref(), &c.cfg, None, tape)
             }
@@ -446,27 +446,11 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                             .expect("inputs are freed only after their last use")
                     })
                     .collect();
-                match (folded, recorded) {
-                    (Some(c), true) => ops::conv2d_op(
-                        ins[0],
-                        &c.weight,
-                        c.shape,
-                        c.bias.as_ref(),
-                        &c.cfg,
-                        None,
-                        tape,
-                    )?,
-                    (Some(c), false) => ops::conv2d_op(
-                        ins[0],
-                        &c.weight,
-                        c.shape,
-                        c.bias.as_ref(),
-                        &c.cfg,
-                        None,
-                        &mut NoneTape,
-                    )?,
-                    (None, true) => self.node_forward(node, &ins, rule, tape)?,
-                    (None, false) => self.node_forward(node, &ins, rule, &mut NoneTape)?,
+                let layer = folded.unwrap_or(&node.layer);
+                if recorded {
+                    self.layer_forward(layer, &ins, rule, tape)?
+                } else {
+                    self.layer_forward(layer, &ins, rule, &mut NoneTape)?
                 }
             };
             let v = if folded.is_some() { i + 2 } else { i + 1 };

@@ -209,23 +209,7 @@ fn any_differentiable_output() {
 #[test]
 fn f32_end_to_end() {
     // The same network and input in f32: every value above is exactly representable.
-    use attrib_dfdx::{Conv2d, Conv2dConfig, Linear, NetworkBuilder};
-    let conv = Conv2d::new(
-        array![[[[1.0f32, 0.0], [0.0, 1.0]]], [[[0.0, 1.0], [-1.0, 0.0]]]],
-        None,
-        Conv2dConfig::default(),
-    )
-    .unwrap();
-    let fc = Linear::new(array![[1.0f32, 2.0], [-1.0, 1.0]], Some(array![0.5, -0.5])).unwrap();
-    let mut b = NetworkBuilder::new([1, 3, 3]);
-    b.conv2d("conv", conv).unwrap().relu("relu").unwrap();
-    b.global_avg_pool("gap")
-        .unwrap()
-        .flatten("flatten")
-        .unwrap()
-        .linear("fc", fc)
-        .unwrap();
-    let net = b.build().unwrap();
+    let net = common::tiny_in::<f32>();
     let x = tiny_input().mapv(|v| v as f32);
     let gc = GradCam::new()
         .attribute(&net, x.view(), &Target::Class(0))

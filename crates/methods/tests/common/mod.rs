@@ -1,7 +1,9 @@
 //! Networks the method tests share.
 #![allow(dead_code)]
 
-use attrib_dfdx::{Conv2d, Conv2dConfig, Linear, Network, NetworkBuilder, Padding, Pool2dConfig};
+use attrib_dfdx::{
+    Conv2d, Conv2dConfig, Elem, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
+};
 use ndarray::{array, Array4};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -10,13 +12,26 @@ use rand::{Rng, SeedableRng};
 ///
 /// k0 = [[1,0],[0,1]], k1 = [[0,1],[-1,0]]; W = [[1,2],[-1,1]], b = [0.5,-0.5].
 pub fn tiny() -> Network<f64> {
+    tiny_in()
+}
+
+/// [`tiny`] in any element type (every value in it is exact in f32).
+pub fn tiny_in<E: Elem>() -> Network<E> {
+    let e = |v: f64| E::of(v);
     let conv = Conv2d::new(
-        array![[[[1.0, 0.0], [0.0, 1.0]]], [[[0.0, 1.0], [-1.0, 0.0]]]],
+        array![
+            [[[e(1.0), e(0.0)], [e(0.0), e(1.0)]]],
+            [[[e(0.0), e(1.0)], [e(-1.0), e(0.0)]]]
+        ],
         None,
         Conv2dConfig::default(),
     )
     .unwrap();
-    let fc = Linear::new(array![[1.0, 2.0], [-1.0, 1.0]], Some(array![0.5, -0.5])).unwrap();
+    let fc = Linear::new(
+        array![[e(1.0), e(2.0)], [e(-1.0), e(1.0)]],
+        Some(array![e(0.5), e(-0.5)]),
+    )
+    .unwrap();
     let mut b = NetworkBuilder::new([1, 3, 3]);
     b.conv2d("conv", conv).unwrap().relu("relu").unwrap();
     b.global_avg_pool("gap")
