@@ -508,8 +508,14 @@ fn state_dict(root: Val) -> Result<Vec<(String, TensorRef)>> {
 /// Gathers a strided view out of its storage into a contiguous tensor.
 fn materialise(name: &str, t: &TensorRef, storage: &[u8]) -> Result<RawTensor> {
     let es = t.dtype.size();
-    let numel: usize = t.size.iter().product();
-    let mut bytes = Vec::with_capacity(numel * es);
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_mul(es).is_some())
+        .ok_or_else(|| Error::Weights(format!("`{name}`: size {:?} overflows", t.size)))?;
+    // The file bounds what can be read; a bogus size fails below, not on allocation.
+    let mut bytes = Vec::with_capacity((numel * es).min(storage.len()));
     if t.size.len() != t.stride.len() {
         return Err(bad(format!("`{name}`: size and stride ranks differ")));
     }
@@ -626,7 +632,8 @@ fn read_legacy(data: &[u8]) -> Result<Vec<(String, RawTensor)>> {
         let len = n
             .checked_mul(es)
             .ok_or_else(|| bad("storage size overflows"))?;
-        let bytes = data.get(pos + 8..pos + 8 + len).ok_or_else(|| {
+        let end = (pos + 8).saturating_add(len);
+        let bytes = data.get(pos + 8..end).ok_or_else(|| {
             Error::Weights(format!(
                 "storage `{k}` is truncated: {len} bytes declared, file ends at byte {}",
                 data.len()

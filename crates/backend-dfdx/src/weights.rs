@@ -318,7 +318,11 @@ impl<E: Elem> ParamSource<E> for StrictWeights {
                 t.shape
             )));
         }
-        if t.bytes.len() != t.shape.iter().product::<usize>() * t.dtype.size() {
+        let expected = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size(), |a, &d| a.checked_mul(d));
+        if expected != Some(t.bytes.len()) {
             return Err(Error::Weights(format!("tensor `{key}` is truncated")));
         }
         t.to_vec().map_err(|e| match e {

@@ -67,7 +67,10 @@ pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
 
 /// Renders a `(3, H, W)` array of `[0, 1]` values (channel-first) as an image.
 pub fn rgb_image(chw: ArrayView3<f32>) -> RgbImage {
-    let (_, h, w) = chw.dim();
+    let (c, h, w) = chw.dim();
+    if c == 0 {
+        return RgbImage::new(w as u32, h as u32);
+    }
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let px = |c: usize| {
             (chw[[c.min(chw.len_of(Axis(0)) - 1), y as usize, x as usize]].clamp(0.0, 1.0) * 255.0)
