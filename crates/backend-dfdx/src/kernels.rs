@@ -376,6 +376,31 @@ impl ConvGeom {
     }
 }
 
+/// Runs `f(scratch, dst_image, src_image, split_products)` for each of `n` images.
+/// A batch runs one image per thread with single-threaded products (better than
+/// splitting each product); a single image, or one thread, goes in order and lets
+/// its products split across threads.
+fn for_each_image<E: Elem>(
+    n: usize,
+    dst: &mut [E],
+    dst_len: usize,
+    src: &[E],
+    src_len: usize,
+    f: impl Fn(&mut Vec<E>, &mut [E], &[E], bool) + Send + Sync,
+) {
+    if n > 1 && rayon::current_num_threads() > 1 {
+        dst[..n * dst_len]
+            .par_chunks_mut(dst_len)
+            .zip(src.par_chunks(src_len))
+            .for_each_init(Vec::new, |col, (d, s)| f(col, d, s, false));
+    } else {
+        let mut col = Vec::new();
+        for (d, s) in dst.chunks_mut(dst_len).zip(src.chunks(src_len)).take(n) {
+            f(&mut col, d, s, true);
+        }
+    }
+}
+
 /// `y = conv(x, weight) + bias`, writing all of `y` `(n, c_out, ho, wo)`.
 pub fn conv2d_forward<E: Elem>(
     g: &ConvGeom,
@@ -390,10 +415,7 @@ pub fn conv2d_forward<E: Elem>(
     if g.is_depthwise() && g.groups > 1 {
         depthwise_forward(g, x, weight, y);
     } else {
-        // A batch runs one image per thread with single-threaded products (better
-        // than splitting each product); a single image splits its products.
-        let per_image = g.n > 1 && rayon::current_num_threads() > 1;
-        let one = |col: &mut Vec<E>, y_img: &mut [E], x_img: &[E]| {
+        for_each_image(g.n, y, img_out, x, img_in, |col, y_img, x_img, split| {
             for grp in 0..g.groups {
                 let rhs = if g.is_pointwise() {
                     &x_img[grp * kk * p..][..kk * p]
@@ -410,21 +432,10 @@ pub fn conv2d_forward<E: Elem>(
                     MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
                     MatRef::rows(rhs, p),
                     false,
-                    !per_image,
+                    split,
                 );
             }
-        };
-        if per_image {
-            y[..g.n * img_out]
-                .par_chunks_mut(img_out)
-                .zip(x.par_chunks(img_in))
-                .for_each_init(Vec::new, |col, (y_img, x_img)| one(col, y_img, x_img));
-        } else {
-            let mut col = Vec::new();
-            for (y_img, x_img) in y.chunks_mut(img_out).zip(x.chunks(img_in)).take(g.n) {
-                one(&mut col, y_img, x_img);
-            }
-        }
+        });
     }
     if let Some(bias) = bias {
         y.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
@@ -522,40 +533,35 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
             });
         return;
     }
-    let per_image = g.n > 1 && rayon::current_num_threads() > 1;
-    let one = |col: &mut Vec<E>, dx_img: &mut [E], dy_img: &[E]| {
-        for grp in 0..g.groups {
-            let w_t = MatRef::transposed(&weight[grp * og * kk..][..og * kk], kk);
-            let dy_g = MatRef::rows(&dy_img[grp * og * p..][..og * p], p);
-            if g.is_pointwise() {
-                matmul_on(
-                    &mut dx_img[grp * kk * p..][..kk * p],
-                    kk,
-                    p,
-                    og,
-                    w_t,
-                    dy_g,
-                    true,
-                    !per_image,
-                );
-            } else {
-                col.resize(kk * p, E::zero());
-                matmul_on(col, kk, p, og, w_t, dy_g, false, !per_image);
-                g.col2im(col, grp, dx_img);
+    for_each_image(
+        g.n,
+        dx,
+        img_in,
+        dy,
+        img_out,
+        |col, dx_img, dy_img, split| {
+            for grp in 0..g.groups {
+                let w_t = MatRef::transposed(&weight[grp * og * kk..][..og * kk], kk);
+                let dy_g = MatRef::rows(&dy_img[grp * og * p..][..og * p], p);
+                if g.is_pointwise() {
+                    matmul_on(
+                        &mut dx_img[grp * kk * p..][..kk * p],
+                        kk,
+                        p,
+                        og,
+                        w_t,
+                        dy_g,
+                        true,
+                        split,
+                    );
+                } else {
+                    col.resize(kk * p, E::zero());
+                    matmul_on(col, kk, p, og, w_t, dy_g, false, split);
+                    g.col2im(col, grp, dx_img);
+                }
             }
-        }
-    };
-    if per_image {
-        dx[..g.n * img_in]
-            .par_chunks_mut(img_in)
-            .zip(dy.par_chunks(img_out))
-            .for_each_init(Vec::new, |col, (dx_img, dy_img)| one(col, dx_img, dy_img));
-    } else {
-        let mut col = Vec::new();
-        for (dx_img, dy_img) in dx.chunks_mut(img_in).zip(dy.chunks(img_out)).take(g.n) {
-            one(&mut col, dx_img, dy_img);
-        }
-    }
+        },
+    );
 }
 
 /// `dweight += dy * im2col(x)^T` and `dbias += sum(dy)`: the parameter gradients,

@@ -232,15 +232,7 @@ impl<E: Elem> NetworkBuilder<E> {
         let r = f(self);
         self.prefix.pop();
         r?;
-        let full = self.full_name(name);
-        let kind = self
-            .names
-            .iter()
-            .rev()
-            .find(|n| n.value == self.current)
-            .map_or("input", |n| n.kind);
-        self.register(full, self.current, kind)?;
-        Ok(self)
+        self.alias(name)
     }
 
     /// Sets the layer Grad-CAM uses by default (otherwise: the last rectified map

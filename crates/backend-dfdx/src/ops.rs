@@ -237,7 +237,7 @@ fn record_params<E, D, T>(
     }
     let out_g = out.ghost();
     let w_g = params.weight.ghost();
-    let w_len = params.weight.shape().num_elements_of();
+    let w_len: usize = dims(params.weight).iter().product();
     let b = params.bias.map(|b| (b.ghost(), b.shape().0));
     // Pushed after the input-gradient closure, so it runs first and must read `dy`
     // without consuming it.
@@ -252,16 +252,6 @@ fn record_params<E, D, T>(
         }
         Ok(())
     });
-}
-
-trait NumElements {
-    fn num_elements_of(&self) -> usize;
-}
-
-impl NumElements for Shape4 {
-    fn num_elements_of(&self) -> usize {
-        self.0 * self.1 * self.2 * self.3
-    }
 }
 
 /// Convolution with host weights `(c_out, c_in/groups, kh, kw)`.
@@ -533,6 +523,46 @@ where
     Ok(y.put_tape(tape))
 }
 
+/// The op's arguments from tape-carrying tensors: merges the tapes of the input and
+/// the parameters, hands the op the parameters as host data (and, when they are
+/// traced, where their gradients go), and puts the merged tape on the output.
+fn with_params<E, D, T, R>(
+    x: Tensor4<E, D, T>,
+    weight: Tensor4<E, D, R>,
+    bias: Option<Tensor1<E, D, R>>,
+    op: impl FnOnce(
+        &Tensor4<E, D>,
+        &Arc<Vec<E>>,
+        [usize; 4],
+        Option<&Arc<Vec<E>>>,
+        Option<ParamGrads<'_, E, D>>,
+        &mut T,
+    ) -> Result<Tensor4<E, D>>,
+) -> Result<Tensor4<E, D, T>>
+where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D> + Merge<R>,
+    R: Tape<E, D>,
+{
+    let (x, tx) = x.split_tape();
+    let (w, tw) = weight.split_tape();
+    let mut tape = tx.merge(tw);
+    let b = bias.map(|b| {
+        let (b, tb) = b.split_tape();
+        tape = std::mem::take(&mut tape).merge(tb);
+        b
+    });
+    let wh = Arc::new(w.as_vec());
+    let bh = b.as_ref().map(|b| Arc::new(b.as_vec()));
+    let params = R::OWNS_TAPE.then_some(ParamGrads {
+        weight: &w,
+        bias: b.as_ref(),
+    });
+    let y = op(&x, &wh, dims(&w), bh.as_ref(), params, &mut tape)?;
+    Ok(y.put_tape(tape))
+}
+
 /// 2-d convolution, `weight (c_out, c_in/groups, kh, kw)`, optional `bias (c_out,)`.
 /// Parameter gradients are computed only when the parameters carry a tape.
 pub fn conv2d<E, D, T, R>(
@@ -547,27 +577,9 @@ where
     T: Tape<E, D> + Merge<R>,
     R: Tape<E, D>,
 {
-    let (x, tx) = x.split_tape();
-    let (w, tw) = weight.split_tape();
-    let mut tape = tx.merge(tw);
-    let (b, tb) = match bias {
-        Some(b) => {
-            let (b, t) = b.split_tape();
-            (Some(b), Some(t))
-        }
-        None => (None, None),
-    };
-    if let Some(tb) = tb {
-        tape = tape.merge(tb);
-    }
-    let wh = Arc::new(w.as_vec());
-    let bh = b.as_ref().map(|b| Arc::new(b.as_vec()));
-    let params = R::OWNS_TAPE.then_some(ParamGrads {
-        weight: &w,
-        bias: b.as_ref(),
-    });
-    let y = conv2d_op(&x, &wh, dims(&w), bh.as_ref(), cfg, params, &mut tape)?;
-    Ok(y.put_tape(tape))
+    with_params(x, weight, bias, |x, w, wshape, b, params, tape| {
+        conv2d_op(x, w, wshape, b, cfg, params, tape)
+    })
 }
 
 /// Fully connected layer on `(N, F, 1, 1)`, `weight (K, F, 1, 1)`, optional `bias (K,)`.
@@ -582,28 +594,9 @@ where
     T: Tape<E, D> + Merge<R>,
     R: Tape<E, D>,
 {
-    let (x, tx) = x.split_tape();
-    let (w, tw) = weight.split_tape();
-    let mut tape = tx.merge(tw);
-    let (b, tb) = match bias {
-        Some(b) => {
-            let (b, t) = b.split_tape();
-            (Some(b), Some(t))
-        }
-        None => (None, None),
-    };
-    if let Some(tb) = tb {
-        tape = tape.merge(tb);
-    }
-    let [k, f, ..] = dims(&w);
-    let wh = Arc::new(w.as_vec());
-    let bh = b.as_ref().map(|b| Arc::new(b.as_vec()));
-    let params = R::OWNS_TAPE.then_some(ParamGrads {
-        weight: &w,
-        bias: b.as_ref(),
-    });
-    let y = linear_op(&x, &wh, [k, f], bh.as_ref(), params, &mut tape)?;
-    Ok(y.put_tape(tape))
+    with_params(x, weight, bias, |x, w, [k, f, ..], b, params, tape| {
+        linear_op(x, w, [k, f], b, params, tape)
+    })
 }
 
 /// ReLU or ReLU6 whose backward follows `rule`.

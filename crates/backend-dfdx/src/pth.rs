@@ -162,6 +162,17 @@ impl<'a> Unpickler<'a> {
             .ok_or_else(|| bad("pickle stack underflow"))
     }
 
+    /// BINGET / LONG_BINGET: pushes memo entry `i`.
+    fn push_memo(&mut self, i: u32) -> Result<()> {
+        let v = self
+            .memo
+            .get(&i)
+            .cloned()
+            .ok_or_else(|| bad("unknown memo"))?;
+        self.stack.push(v);
+        Ok(())
+    }
+
     fn utf8(&mut self, n: usize) -> Result<Val> {
         let b = self.take(n)?;
         Ok(Val::Str(
@@ -334,21 +345,11 @@ impl<'a> Unpickler<'a> {
                 }
                 b'h' => {
                     let i = self.u8()? as u32;
-                    let v = self
-                        .memo
-                        .get(&i)
-                        .cloned()
-                        .ok_or_else(|| bad("unknown memo"))?;
-                    self.stack.push(v)
+                    self.push_memo(i)?
                 }
                 b'j' => {
                     let i = self.u32()?;
-                    let v = self
-                        .memo
-                        .get(&i)
-                        .cloned()
-                        .ok_or_else(|| bad("unknown memo"))?;
-                    self.stack.push(v)
+                    self.push_memo(i)?
                 }
                 b't' => {
                     let items = self.pop_mark()?;

@@ -159,9 +159,9 @@ pub fn attribute(
     s: &Settings,
     quiet: bool,
 ) -> Result<AttributionMap<f32>> {
-    let gc = match &s.layer {
-        Some(l) => GradCam::new().layer(l.clone()),
-        None => GradCam::new(),
+    let at_layer = |g: GradCam| match &s.layer {
+        Some(l) => g.layer(l.clone()),
+        None => g,
     };
     let v = x.view();
     match m {
@@ -170,15 +170,13 @@ pub fn attribute(
         Method::Deconvnet => Deconvnet.attribute(net, v, target),
         Method::GuidedBackprop => GuidedBackprop.attribute(net, v, target),
         Method::Cam => Cam.attribute(net, v, target),
-        Method::GradCam => gc.attribute(net, v, target),
+        Method::GradCam => at_layer(GradCam::new()).attribute(net, v, target),
         Method::CounterfactualGradCam => {
-            let cf = match &s.layer {
-                Some(l) => GradCam::counterfactual().layer(l.clone()),
-                None => GradCam::counterfactual(),
-            };
-            cf.attribute(net, v, target)
+            at_layer(GradCam::counterfactual()).attribute(net, v, target)
         }
-        Method::GuidedGradCam => GuidedGradCam::with_grad_cam(gc).attribute(net, v, target),
+        Method::GuidedGradCam => {
+            GuidedGradCam::with_grad_cam(at_layer(GradCam::new())).attribute(net, v, target)
+        }
         Method::Occlusion => {
             let (_, _, h, w) = x.dim();
             let total = (s.occlusion.windows(h, w) * x.dim().0) as u64;

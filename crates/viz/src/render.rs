@@ -3,7 +3,7 @@
 
 use attrib_core::resample::resize_bilinear;
 use image::{Rgb, RgbImage};
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
+use ndarray::{Array3, ArrayView2, ArrayView3, Axis};
 
 use crate::{normalize, Colormap, Normalization};
 
@@ -181,11 +181,6 @@ impl Panel {
         }
         img
     }
-}
-
-/// `max_c |values|` of a `(C, H, W)` map, for showing input-space maps as one channel.
-pub fn channel_max_abs(values: ArrayView3<f32>) -> Array2<f32> {
-    values.map_axis(Axis(0), |c| c.iter().fold(0.0f32, |a, v| a.max(v.abs())))
 }
 
 #[cfg(test)]
