@@ -2,6 +2,7 @@
 //! ResNet-style networks (3x3 and 1x1 convolutions, depthwise 3x3).
 
 use attrib_dfdx::kernels::{conv2d_backward_input, conv2d_forward, ConvGeom};
+use attrib_dfdx::winograd::Winograd;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn geometries() -> Vec<(&'static str, ConvGeom)> {
@@ -18,6 +19,15 @@ fn geometries() -> Vec<(&'static str, ConvGeom)> {
         (
             "1x1 256->1024 14x14",
             g([1, 256, 14, 14], 1024, 256, 1, 1, 0, 1),
+        ),
+        ("3x3 512->512 7x7", g([1, 512, 7, 7], 512, 512, 3, 1, 1, 1)),
+        (
+            "3x3 64->64 56x56 b8",
+            g([8, 64, 56, 56], 64, 64, 3, 1, 1, 1),
+        ),
+        (
+            "3x3 512->512 7x7 b8",
+            g([8, 512, 7, 7], 512, 512, 3, 1, 1, 1),
         ),
         ("dw3x3 144 56x56", g([1, 144, 56, 56], 144, 1, 3, 1, 1, 144)),
     ]
@@ -37,6 +47,15 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("input-grad", name), |b| {
             b.iter(|| conv2d_backward_input(&g, &dy, &w, &mut dx))
         });
+        if Winograd::<f32>::supports(&g) {
+            let wg = Winograd::default();
+            group.bench_function(BenchmarkId::new("winograd-forward", name), |b| {
+                b.iter(|| wg.forward(&g, &x, &w, None, &mut y))
+            });
+            group.bench_function(BenchmarkId::new("winograd-input-grad", name), |b| {
+                b.iter(|| wg.backward_input(&g, &dy, &w, &mut dx))
+            });
+        }
     }
     group.finish();
 }

@@ -62,7 +62,7 @@ pub(crate) fn matmul<E: Elem>(
 /// [`matmul`], single-threaded unless `parallel`: callers that already run one
 /// product per thread (one per image of a batch) pass `false`.
 #[allow(clippy::too_many_arguments)]
-fn matmul_on<E: Elem>(
+pub(crate) fn matmul_on<E: Elem>(
     dst: &mut [E],
     m: usize,
     n: usize,

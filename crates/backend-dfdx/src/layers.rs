@@ -7,6 +7,7 @@ use attrib_core::{Error, RectifierKind, Result};
 use ndarray::{Array1, Array2, Array4};
 
 use crate::ops::{Conv2dConfig, Pool2dConfig};
+use crate::winograd::Winograd;
 use crate::Elem;
 
 /// A 2-d convolution's parameters: weight `(c_out, c_in/groups, kh, kw)`, optional bias.
@@ -16,6 +17,8 @@ pub struct Conv2d<E> {
     pub(crate) shape: [usize; 4],
     pub(crate) bias: Option<Arc<Vec<E>>>,
     pub(crate) cfg: Conv2dConfig,
+    /// Winograd transforms of `weight`, made on first use by a 3x3 stride-1 pass.
+    pub(crate) winograd: Arc<Winograd<E>>,
 }
 
 impl<E: Elem> Conv2d<E> {
@@ -67,6 +70,7 @@ impl<E: Elem> Conv2d<E> {
             shape,
             bias: bias.map(Arc::new),
             cfg,
+            winograd: Arc::default(),
         })
     }
 
@@ -102,6 +106,7 @@ impl<E: Elem> Conv2d<E> {
             shape: self.shape,
             bias: Some(Arc::new(bias)),
             cfg: self.cfg,
+            winograd: Arc::default(),
         }
     }
 

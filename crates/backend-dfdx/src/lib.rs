@@ -28,6 +28,7 @@ mod network;
 pub mod ops;
 mod pth;
 pub mod weights;
+pub mod winograd;
 pub mod zoo;
 
 pub use device::{Elem, KernelDevice};

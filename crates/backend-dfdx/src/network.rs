@@ -381,9 +381,16 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
     ) -> Result<Tensor4<E, D>> {
         let x = ins[0];
         match layer {
-            Layer::Conv2d(c) => {
-                ops::conv2d_op(x, &c.weight, c.shape, c.bias.as_ref(), &c.cfg, None, tape)
-            }
+            Layer::Conv2d(c) => ops::conv2d_op(
+                x,
+                &c.weight,
+                c.shape,
+                c.bias.as_ref(),
+                &c.cfg,
+                Some(&c.winograd),
+                None,
+                tape,
+            ),
             Layer::BatchNorm2d(bn) => ops::affine_op(x, &bn.scale, &bn.shift, tape),
             Layer::Rectifier(kind) => ops::rectify_op(x, *kind, rule, tape),
             Layer::MaxPool2d(cfg) => ops::max_pool_op(x, cfg, tape),

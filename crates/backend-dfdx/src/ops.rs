@@ -21,6 +21,7 @@ use dfdx::shapes::{HasShape, Rank0};
 use dfdx::tensor::{Merge, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 
 use crate::kernels::{self, ConvGeom, PoolGeom};
+use crate::winograd::Winograd;
 use crate::{Elem, KernelDevice};
 
 /// The runtime NCHW shape every activation has; vectors are `(N, F, 1, 1)`.
@@ -262,17 +263,24 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     wshape: [usize; 4],
     bias: Option<&Arc<Vec<E>>>,
     cfg: &Conv2dConfig,
+    winograd: Option<&Arc<Winograd<E>>>,
     params: Option<ParamGrads<'_, E, D>>,
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
     let g = cfg.geometry(dims(x), wshape)?;
     let xs = D::host(x);
     let mut y = vec![E::zero(); g.out_len()];
-    kernels::conv2d_forward(&g, &xs, weight, bias.map(|b| b.as_slice()), &mut y);
+    let winograd = winograd.filter(|_| Winograd::<E>::applies(&g)).cloned();
+    let b = bias.map(|b| b.as_slice());
+    match &winograd {
+        Some(wg) => wg.forward(&g, &xs, weight, b, &mut y),
+        None => kernels::conv2d_forward(&g, &xs, weight, b, &mut y),
+    }
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
     let w = weight.clone();
-    record(tape, &out, &[x], move |dy, _, dx| {
-        kernels::conv2d_backward_input(&g, dy, &w, dx)
+    record(tape, &out, &[x], move |dy, _, dx| match &winograd {
+        Some(wg) => wg.backward_input(&g, dy, &w, dx),
+        None => kernels::conv2d_backward_input(&g, dy, &w, dx),
     });
     if let Some(p) = params {
         let xs = xs.into_owned();
@@ -578,7 +586,7 @@ where
     R: Tape<E, D>,
 {
     with_params(x, weight, bias, |x, w, wshape, b, params, tape| {
-        conv2d_op(x, w, wshape, b, cfg, params, tape)
+        conv2d_op(x, w, wshape, b, cfg, None, params, tape)
     })
 }
 

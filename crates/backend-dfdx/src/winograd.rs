@@ -1,0 +1,435 @@
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin &
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+//!
+//! Each 2x2 block of outputs is `A^T [(G g G^T) ⊙ (B^T d B)] A` for the 4x4 input
+//! tile `d` that covers it: 16 multiplications instead of 36. Across channels the
+//! elementwise products become 16 independent matrix products
+//! `M[ξ] (c_out x tiles) = U[ξ] (c_out x c_in) * V[ξ] (c_in x tiles)`, whose tiles run
+//! over the whole batch, so one gemm serves every image. ResNet and VGG spend most of
+//! their FLOPs in such convolutions, forward and (as the same correlation with the
+//! flipped, transposed kernel) in the input gradient.
+//!
+//! The transforms only add and halve, so rounding stays at the level of the direct
+//! sum (the tests compare against im2col in f64 and f32). Weight transforms are made
+//! once per layer and cached by the caller ([`Winograd`]).
+
+use rayon::prelude::*;
+
+use crate::kernels::{matmul_on, ConvGeom, MatRef};
+use crate::Elem;
+
+/// Below this many input or output channels the im2col path is as fast (the inner
+/// dimension of the tile products would be too short for gemm to pay off).
+const MIN_CHANNELS: usize = 16;
+
+/// Below this many 2x2 output tiles per thread the tile products are too narrow
+/// for gemm to beat im2col (late layers of a single image).
+const MIN_TILES_PER_THREAD: usize = 20;
+
+/// Scratch per unit of work, in values: a unit's transformed inputs and products
+/// (`16 * tiles * (c_in + c_out)`) stay within about 1 MB of f32, in L2.
+const BLOCK_VALUES: usize = 1 << 18;
+
+/// The transformed kernels of one 3x3 convolution: `U = G g G^T` for the forward
+/// pass and for the input gradient (kernel flipped, channels swapped), the latter made
+/// on first use so forward-only passes never pay for it.
+#[derive(Debug, Default)]
+pub struct Winograd<E> {
+    fwd: std::sync::OnceLock<Vec<E>>,
+    bwd: std::sync::OnceLock<Vec<E>>,
+}
+
+impl<E: Elem> Winograd<E> {
+    /// Whether `g` is a convolution this path computes, and faster than im2col: 3x3,
+    /// stride 1, no dilation, one group, enough channels both ways and enough output
+    /// tiles to keep every thread's products wide.
+    pub fn applies(g: &ConvGeom) -> bool {
+        let tiles = g.n * g.ho.div_ceil(2) * g.wo.div_ceil(2);
+        Self::supports(g)
+            && g.c_in >= MIN_CHANNELS
+            && g.c_out >= MIN_CHANNELS
+            && tiles >= MIN_TILES_PER_THREAD * rayon::current_num_threads().max(1)
+    }
+
+    /// Whether `g` can be computed this way at all (any size, any padding): 3x3,
+    /// stride 1, no dilation, one group.
+    pub fn supports(g: &ConvGeom) -> bool {
+        g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1] && g.groups == 1
+    }
+
+    /// `y = conv(x, weight) + bias` for a geometry [`Winograd::supports`],
+    /// overwriting `y`; `weight` is the `(c_out, c_in, 3, 3)` kernel these transforms
+    /// were (or will be) made from.
+    ///
+    /// # Panics
+    /// If `g` is not [supported](Winograd::supports) or the slices are shorter than
+    /// `g` says.
+    pub fn forward(&self, g: &ConvGeom, x: &[E], weight: &[E], bias: Option<&[E]>, y: &mut [E]) {
+        assert!(
+            Self::supports(g),
+            "Winograd F(2x2, 3x3) needs a 3x3, stride-1, ungrouped convolution"
+        );
+        let u = self
+            .fwd
+            .get_or_init(|| transform_kernels(weight, g.c_out, g.c_in, false));
+        let plan = Plan {
+            n: g.n,
+            c_in: g.c_in,
+            h: g.h,
+            w: g.w,
+            c_out: g.c_out,
+            ho: g.ho,
+            wo: g.wo,
+            top: -(g.pad[0] as isize),
+            left: -(g.pad[2] as isize),
+        };
+        plan.run(x, u, bias, y, false);
+    }
+
+    /// `dx += conv_transpose(dy, weight)`: the same correlation with the kernel
+    /// flipped and its channels swapped, and the padding mirrored.
+    ///
+    /// # Panics
+    /// As [`Winograd::forward`].
+    pub fn backward_input(&self, g: &ConvGeom, dy: &[E], weight: &[E], dx: &mut [E]) {
+        assert!(
+            Self::supports(g),
+            "Winograd F(2x2, 3x3) needs a 3x3, stride-1, ungrouped convolution"
+        );
+        let u = self
+            .bwd
+            .get_or_init(|| transform_kernels(weight, g.c_out, g.c_in, true));
+        // dx[q] = sum_j dy[q + pad - 2 + j] * w[2 - j]
+        let plan = Plan {
+            n: g.n,
+            c_in: g.c_out,
+            h: g.ho,
+            w: g.wo,
+            c_out: g.c_in,
+            ho: g.h,
+            wo: g.w,
+            top: g.pad[0] as isize - 2,
+            left: g.pad[2] as isize - 2,
+        };
+        plan.run(dy, u, None, dx, true);
+    }
+}
+
+/// `U[ξ][o][i] = (G g G^T)[ξ]` for each kernel `g = weight[o][i]` (forward), or for
+/// `g = flip(weight[i][o])` with input and output swapped (input gradient). Computed
+/// in f64 and rounded once.
+fn transform_kernels<E: Elem>(weight: &[E], c_out: usize, c_in: usize, flipped: bool) -> Vec<E> {
+    let (rows, cols) = if flipped {
+        (c_in, c_out)
+    } else {
+        (c_out, c_in)
+    };
+    let mut u = vec![E::zero(); 16 * rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (o, i) = if flipped { (c, r) } else { (r, c) };
+            let k = &weight[(o * c_in + i) * 9..][..9];
+            let g = |a: usize, b: usize| {
+                if flipped {
+                    k[(2 - a) * 3 + (2 - b)].as_f64()
+                } else {
+                    k[a * 3 + b].as_f64()
+                }
+            };
+            // G g: 4x3.
+            let mut gg = [[0.0; 3]; 4];
+            for b in 0..3 {
+                let (g0, g1, g2) = (g(0, b), g(1, b), g(2, b));
+                gg[0][b] = g0;
+                gg[1][b] = 0.5 * (g0 + g1 + g2);
+                gg[2][b] = 0.5 * (g0 - g1 + g2);
+                gg[3][b] = g2;
+            }
+            for (a, row) in gg.iter().enumerate() {
+                let [g0, g1, g2] = *row;
+                let t = [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
+                for (b, &v) in t.iter().enumerate() {
+                    u[((a * 4 + b) * rows + r) * cols + c] = E::of(v);
+                }
+            }
+        }
+    }
+    u
+}
+
+/// One correlation of `x (n, c_in, h, w)` with 3x3 kernels into `y (n, c_out, ho,
+/// wo)`, where output `(oy, ox)` reads input rows `oy + top ..= oy + top + 2` (and
+/// likewise columns); reads outside the input are zeros.
+struct Plan {
+    n: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    ho: usize,
+    wo: usize,
+    top: isize,
+    left: isize,
+}
+
+impl Plan {
+    /// Splits the output into units of whole tile rows of one image and runs them in
+    /// parallel, each through input transform, the 16 products and output transform
+    /// on its own scratch. Within a unit the tiles of a row are contiguous, so both
+    /// transforms run along rows.
+    fn run<E: Elem>(&self, x: &[E], u: &[E], bias: Option<&[E]>, y: &mut [E], add: bool) {
+        let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
+        if self.n * th * tw == 0 {
+            return;
+        }
+        let (ci, co) = (self.c_in, self.c_out);
+        let threads = rayon::current_num_threads().max(1);
+        // Tile rows per unit: within the cache budget, and enough units for every thread.
+        let per_image_units = threads.div_ceil(self.n);
+        let rows = (BLOCK_VALUES / (16 * (ci + co) * tw))
+            .max(1)
+            .min(th.div_ceil(per_image_units));
+        let units_per_image = th.div_ceil(rows);
+        assert!(
+            y.len() >= self.n * co * self.ho * self.wo && x.len() >= self.n * ci * self.h * self.w
+        );
+        let out = SharedOut(y.as_mut_ptr());
+        (0..self.n * units_per_image)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, unit| {
+                let (b, ty0) = (unit / units_per_image, (unit % units_per_image) * rows);
+                let nrows = rows.min(th - ty0);
+                let tb = nrows * tw;
+                let len = 16 * tb * (ci + co) + 9 * (tw + 2);
+                scratch.resize(len, E::zero());
+                let (v, rest) = scratch.split_at_mut(16 * ci * tb);
+                let (m, row_buf) = rest.split_at_mut(16 * co * tb);
+                let x_img = &x[b * ci * self.h * self.w..][..ci * self.h * self.w];
+                for c in 0..ci {
+                    let plane = &x_img[c * self.h * self.w..][..self.h * self.w];
+                    for r in 0..nrows {
+                        self.input_rows(plane, ty0 + r, tw, row_buf, v, c * tb + r * tw, ci * tb);
+                    }
+                }
+                for xi in 0..16 {
+                    matmul_on(
+                        &mut m[xi * co * tb..][..co * tb],
+                        co,
+                        tb,
+                        ci,
+                        MatRef::rows(&u[xi * co * ci..][..co * ci], ci),
+                        MatRef::rows(&v[xi * ci * tb..][..ci * tb], tb),
+                        false,
+                        false,
+                    );
+                }
+                for o in 0..co {
+                    let b0 = if add {
+                        None
+                    } else {
+                        Some(bias.map_or(E::zero(), |bs| bs[o]))
+                    };
+                    for r in 0..nrows {
+                        let mrow = |xi: usize| &m[(xi * co + o) * tb + r * tw..][..tw];
+                        let oy = 2 * (ty0 + r);
+                        for (dy, pair) in [[0, 4, 8], [4, 8, 12]].iter().enumerate() {
+                            if oy + dy >= self.ho {
+                                break;
+                            }
+                            let at = ((b * co + o) * self.ho + oy + dy) * self.wo;
+                            // SAFETY: the row lies inside `y` (asserted above) and
+                            // belongs to this unit's tile rows of image `b` alone; units
+                            // partition the tile rows, so no other task touches it.
+                            let dst = unsafe { out.row(at, self.wo) };
+                            output_row(
+                                [mrow(pair[0]), mrow(pair[1]), mrow(pair[2])],
+                                [mrow(pair[0] + 1), mrow(pair[1] + 1), mrow(pair[2] + 1)],
+                                [mrow(pair[0] + 2), mrow(pair[1] + 2), mrow(pair[2] + 2)],
+                                [mrow(pair[0] + 3), mrow(pair[1] + 3), mrow(pair[2] + 3)],
+                                dy == 1,
+                                row_buf,
+                                dst,
+                                b0,
+                            );
+                        }
+                    }
+                }
+            });
+    }
+
+    /// `B^T d B` for every tile of tile row `ty` of one plane, written to
+    /// `v[base + ξ * stride ..][..tw]` for each transform position `ξ`, tiles
+    /// contiguous. The four input rows are split into even and odd columns so that
+    /// every step runs along a row.
+    #[allow(clippy::too_many_arguments)]
+    fn input_rows<E: Elem>(
+        &self,
+        plane: &[E],
+        ty: usize,
+        tw: usize,
+        buf: &mut [E],
+        v: &mut [E],
+        base: usize,
+        stride: usize,
+    ) {
+        let k = tw + 1;
+        let (even, odd) = buf[..8 * k].split_at_mut(4 * k);
+        let y0 = (2 * ty) as isize + self.top;
+        let (w, left) = (self.w as isize, self.left);
+        // Pairs (even, odd) i whose both columns left + 2i, left + 2i + 1 lie inside
+        // the row are copied; the few at the borders are tested.
+        let lo = ((-left).max(0) as usize).div_ceil(2).min(k);
+        let hi = (((w - left).max(0) as usize) / 2).clamp(lo, k);
+        for r in 0..4 {
+            let (e, o) = (&mut even[r * k..][..k], &mut odd[r * k..][..k]);
+            let yy = y0 + r as isize;
+            if yy < 0 || yy >= self.h as isize {
+                e.fill(E::zero());
+                o.fill(E::zero());
+                continue;
+            }
+            let row = &plane[yy as usize * self.w..][..self.w];
+            let at = |xx: isize| {
+                if xx >= 0 && xx < w {
+                    row[xx as usize]
+                } else {
+                    E::zero()
+                }
+            };
+            for i in (0..lo).chain(hi..k) {
+                e[i] = at(left + 2 * i as isize);
+                o[i] = at(left + 2 * i as isize + 1);
+            }
+            if lo < hi {
+                let src = &row[(left + 2 * lo as isize) as usize..][..2 * (hi - lo)];
+                for ((pair, ev), od) in src.chunks_exact(2).zip(&mut e[lo..hi]).zip(&mut o[lo..hi])
+                {
+                    *ev = pair[0];
+                    *od = pair[1];
+                }
+            }
+        }
+        // B^T along the rows, in place: row 0 - row 2, row 1 + row 2, row 2 - row 1,
+        // row 1 - row 3 (each for the even and the odd columns).
+        for cols in [&mut *even, &mut *odd] {
+            let (r0, rest) = cols.split_at_mut(k);
+            let (r1, rest) = rest.split_at_mut(k);
+            let (r2, r3) = rest.split_at_mut(k);
+            for i in 0..k {
+                let (a, b, c, d) = (r0[i], r1[i], r2[i], r3[i]);
+                r0[i] = a - c;
+                r1[i] = b + c;
+                r2[i] = c - b;
+                r3[i] = b - d;
+            }
+        }
+        // B along the columns: tile tx reads columns 2tx .. 2tx+3, i.e. even[tx],
+        // odd[tx], even[tx+1], odd[tx+1].
+        for r in 0..4 {
+            let (e, o) = (&even[r * k..][..k], &odd[r * k..][..k]);
+            let (e0, e1, o0, o1) = (&e[..tw], &e[1..], &o[..tw], &o[1..]);
+            let at = |j: usize| base + (r * 4 + j) * stride;
+            let out = &mut v[at(0)..][..tw];
+            for t in 0..tw {
+                out[t] = e0[t] - e1[t];
+            }
+            let out = &mut v[at(1)..][..tw];
+            for t in 0..tw {
+                out[t] = o0[t] + e1[t];
+            }
+            let out = &mut v[at(2)..][..tw];
+            for t in 0..tw {
+                out[t] = e1[t] - o0[t];
+            }
+            let out = &mut v[at(3)..][..tw];
+            for t in 0..tw {
+                out[t] = o0[t] - o1[t];
+            }
+        }
+    }
+}
+
+/// One output row of every tile in a tile row: `A^T M A` where `cj` holds, for
+/// column `j` of the 4x4 product, the three rows `A^T` combines (rows 0,1,2 for the
+/// tile's first output row, rows 1,2,3 for its second, then `a + b + c` or
+/// `a - b - c`). Writes columns `2tx` and `2tx + 1` of `dst`, adding the bias or
+/// adding into `dst` when `bias` is `None`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn output_row<E: Elem>(
+    c0: [&[E]; 3],
+    c1: [&[E]; 3],
+    c2: [&[E]; 3],
+    c3: [&[E]; 3],
+    second: bool,
+    buf: &mut [E],
+    dst: &mut [E],
+    bias: Option<E>,
+) {
+    let tw = c0[0].len();
+    let (s, rest) = buf.split_at_mut(4 * tw);
+    let (ev, od) = rest.split_at_mut(tw);
+    let od = &mut od[..tw];
+    for (j, cj) in [c0, c1, c2, c3].iter().enumerate() {
+        let sj = &mut s[j * tw..][..tw];
+        let [a, b, c] = *cj;
+        if second {
+            for t in 0..tw {
+                sj[t] = a[t] - b[t] - c[t];
+            }
+        } else {
+            for t in 0..tw {
+                sj[t] = a[t] + b[t] + c[t];
+            }
+        }
+    }
+    let (s0, s1, s2, s3) = (&s[..tw], &s[tw..2 * tw], &s[2 * tw..3 * tw], &s[3 * tw..]);
+    for t in 0..tw {
+        ev[t] = s0[t] + s1[t] + s2[t];
+        od[t] = s1[t] - s2[t] - s3[t];
+    }
+    let wo = dst.len();
+    let pairs = wo / 2;
+    let (head, tail) = dst.split_at_mut(2 * pairs);
+    match bias {
+        Some(b0) => {
+            for (d, (&e, &o)) in head.chunks_exact_mut(2).zip(ev.iter().zip(od.iter())) {
+                d[0] = e + b0;
+                d[1] = o + b0;
+            }
+            if let Some(d) = tail.first_mut() {
+                *d = ev[pairs] + b0;
+            }
+        }
+        None => {
+            for (d, (&e, &o)) in head.chunks_exact_mut(2).zip(ev.iter().zip(od.iter())) {
+                d[0] += e;
+                d[1] += o;
+            }
+            if let Some(d) = tail.first_mut() {
+                *d += ev[pairs];
+            }
+        }
+    }
+}
+
+/// The output slice, written concurrently by units of disjoint rows.
+#[derive(Clone, Copy)]
+struct SharedOut<E>(*mut E);
+
+// SAFETY: the pointer is only used through `row`, whose callers guarantee disjoint,
+// in-bounds rows.
+unsafe impl<E: Send> Send for SharedOut<E> {}
+unsafe impl<E: Send> Sync for SharedOut<E> {}
+
+impl<E> SharedOut<E> {
+    /// The `len` elements from `at`.
+    ///
+    /// # Safety
+    /// They lie inside the slice and no other thread accesses them meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    unsafe fn row(&self, at: usize, len: usize) -> &mut [E] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+}
