@@ -136,15 +136,13 @@ fn transform_kernels<E: Elem>(weight: &[E], c_out: usize, c_in: usize, flipped: 
                     k[a * 3 + b].as_f64()
                 }
             };
-            // G g: 4x3.
-            let mut gg = [[0.0; 3]; 4];
-            for b in 0..3 {
+            // G g: 4x3, column b from the kernel's column b.
+            let col = |b: usize| {
                 let (g0, g1, g2) = (g(0, b), g(1, b), g(2, b));
-                gg[0][b] = g0;
-                gg[1][b] = 0.5 * (g0 + g1 + g2);
-                gg[2][b] = 0.5 * (g0 - g1 + g2);
-                gg[3][b] = g2;
-            }
+                [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+            };
+            let cols3 = [col(0), col(1), col(2)];
+            let gg: [[f64; 3]; 4] = std::array::from_fn(|a| std::array::from_fn(|b| cols3[b][a]));
             for (a, row) in gg.iter().enumerate() {
                 let [g0, g1, g2] = *row;
                 let t = [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2];
