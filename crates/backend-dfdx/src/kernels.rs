@@ -2,7 +2,7 @@
 //! call these for the forward and the backward pass; keeping them free of dfdx types
 //! keeps them testable on their own and shared by every device path.
 
-use attrib_core::{Error, Result};
+use attrib_core::{Error, Rectifier, RectifierKind, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -10,6 +10,72 @@ use crate::Elem;
 
 /// Below this many multiply-adds a gemm runs on the calling thread: spawning costs more.
 const PARALLEL_GEMM_FLOPS: usize = 1 << 17;
+
+/// Elements per task of elementwise kernels: large enough that a task costs more
+/// than handing it to another thread.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// `f(dst[i], &src[i])` for every `i`, in parallel chunks for long slices.
+pub(crate) fn par_map<E: Elem>(dst: &mut [E], src: &[E], f: impl Fn(&mut E, &E) + Sync) {
+    let run = |d: &mut [E], s: &[E]| d.iter_mut().zip(s).for_each(|(d, s)| f(d, s));
+    if dst.len() <= ELEMENTWISE_CHUNK {
+        run(dst, src);
+    } else {
+        dst.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(src.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(d, s)| run(d, s));
+    }
+}
+
+/// `dx += rule(dy)` through a rectifier of `kind`, whose forward output `y` tells
+/// where it is active (`None` for deconvnet, which does not look). One loop per rule
+/// so that each is branch-free and vectorised.
+pub fn rectifier_backward<E: Elem>(
+    kind: RectifierKind,
+    rule: Rectifier,
+    y: Option<&[E]>,
+    dy: &[E],
+    dx: &mut [E],
+) {
+    let (zero, six) = (E::zero(), E::of(6.0));
+    // Deconvnet has no forward output to look at: walk `dy` in its place.
+    let y = y.unwrap_or(dy);
+    assert!(
+        dx.len() == dy.len() && y.len() == dy.len(),
+        "rectifier gradient lengths"
+    );
+    // `keep(y, g)` without short-circuits, so that each loop is one select.
+    match (rule, kind) {
+        (Rectifier::Deconvnet, _) => pass_where(dx, dy, y, move |_, g| g > zero),
+        (Rectifier::Gradient, RectifierKind::Relu) => pass_where(dx, dy, y, move |v, _| v > zero),
+        (Rectifier::Gradient, RectifierKind::Relu6) => {
+            pass_where(dx, dy, y, move |v, _| (v > zero) & (v < six))
+        }
+        (Rectifier::Guided, RectifierKind::Relu) => {
+            pass_where(dx, dy, y, move |v, g| (v > zero) & (g > zero))
+        }
+        (Rectifier::Guided, RectifierKind::Relu6) => {
+            pass_where(dx, dy, y, move |v, g| (v > zero) & (v < six) & (g > zero))
+        }
+    }
+}
+
+/// `dx[i] += dy[i]` where `keep(y[i], dy[i])`, in parallel chunks for long slices.
+fn pass_where<E: Elem>(dx: &mut [E], dy: &[E], y: &[E], keep: impl Fn(E, E) -> bool + Sync) {
+    let run = |dx: &mut [E], dy: &[E], y: &[E]| {
+        for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
+            *d += if keep(v, g) { g } else { E::zero() };
+        }
+    };
+    if dx.len() <= ELEMENTWISE_CHUNK {
+        run(dx, dy, y);
+    } else {
+        dx.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(dy.par_chunks(ELEMENTWISE_CHUNK))
+            .zip(y.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((d, g), v)| run(d, g, v));
+    }
+}
 
 /// A row-major (or transposed, through its strides) matrix operand.
 #[derive(Clone, Copy)]
@@ -412,7 +478,19 @@ pub fn conv2d_forward<E: Elem>(
     let (og, kk, p) = (g.og(), g.kk(), g.pixels());
     let img_in = g.c_in * g.h * g.w;
     let img_out = g.c_out * p;
+    // The bias is written first and the products added onto it, which saves a pass
+    // over the output.
+    if let Some(bias) = bias {
+        y[..g.out_len()]
+            .par_chunks_mut(p.max(1))
+            .enumerate()
+            .for_each(|(i, plane)| plane.fill(bias[i % g.c_out]));
+    }
+    let accumulate = bias.is_some();
     if g.is_depthwise() && g.groups > 1 {
+        if !accumulate {
+            y[..g.out_len()].fill(E::zero());
+        }
         depthwise_forward(g, x, weight, y);
     } else {
         for_each_image(g.n, y, img_out, x, img_in, |col, y_img, x_img, split| {
@@ -431,21 +509,15 @@ pub fn conv2d_forward<E: Elem>(
                     kk,
                     MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
                     MatRef::rows(rhs, p),
-                    false,
+                    accumulate,
                     split,
                 );
             }
         });
     }
-    if let Some(bias) = bias {
-        y.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
-            let b = bias[i % g.c_out];
-            plane.iter_mut().for_each(|v| *v += b);
-        });
-    }
 }
 
-/// Depthwise convolution computed directly: im2col would build `groups` tiny
+/// Depthwise convolution computed directly, added onto `y`: im2col would build `groups` tiny
 /// matrices. Each output plane is a task; each kernel tap adds a shifted, scaled copy
 /// of the input rows over the run of columns where it lands inside the image.
 fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
@@ -455,7 +527,6 @@ fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) 
         let (b, o) = (i / g.c_out, i % g.c_out);
         let plane = &x[(b * g.c_in + o / mult) * g.h * g.w..][..g.h * g.w];
         let wk = &weight[o * kh * kw..][..kh * kw];
-        out.fill(E::zero());
         for oy in 0..g.ho {
             let dst = &mut out[oy * g.wo..][..g.wo];
             for ki in 0..kh {

@@ -91,7 +91,7 @@ fn record<E, D, T>(
 
 /// `dx += dy`: the backward of ops that pass gradients through unchanged.
 fn add_into<E: Elem>(dy: &[E], _: usize, dx: &mut [E]) {
-    dx.iter_mut().zip(dy).for_each(|(d, &g)| *d += g);
+    kernels::par_map(dx, dy, |d, &g| *d += g);
 }
 
 /// Zero padding of a convolution.
@@ -334,18 +334,17 @@ pub(crate) fn rectify_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
     let xs = D::host(x);
-    let y = xs.iter().map(|&v| kind.apply(v)).collect();
+    let mut y = vec![E::zero(); xs.len()];
+    kernels::par_map(&mut y, &xs, |y, &v| *y = kind.apply(v));
     let out = tensor4(x.device(), y, dims(x))?;
     if T::OWNS_TAPE {
-        // Deconvnet ignores the forward input, so keep no mask for it.
-        let active: Vec<bool> = match rule {
-            Rectifier::Deconvnet => Vec::new(),
-            _ => xs.iter().map(|&v| kind.active(v)).collect(),
-        };
+        // The output tells where the rectifier is active (y > 0, and y < 6 for
+        // ReLU6, exactly where the input is), so the backward keeps a reference to
+        // it rather than a mask; deconvnet ignores the forward pass altogether.
+        let kept = (rule != Rectifier::Deconvnet).then(|| out.clone());
         record(tape, &out, &[x], move |dy, _, dx| {
-            for (i, (d, &g)) in dx.iter_mut().zip(dy).enumerate() {
-                *d += rule.pass(active.get(i).copied().unwrap_or(false), g);
-            }
+            let ys = kept.as_ref().map(|t| D::host(t));
+            kernels::rectifier_backward(kind, rule, ys.as_deref(), dy, dx);
         });
     }
     Ok(out)
@@ -473,11 +472,8 @@ pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
             format!("{:?}", dims(b)),
         ));
     }
-    let y = D::host(a)
-        .iter()
-        .zip(D::host(b).iter())
-        .map(|(&u, &v)| u + v)
-        .collect();
+    let mut y = D::host(a).into_owned();
+    kernels::par_map(&mut y, &D::host(b), |u, &v| *u += v);
     let out = tensor4(a.device(), y, dims(a))?;
     record(tape, &out, &[a, b], add_into);
     Ok(out)
