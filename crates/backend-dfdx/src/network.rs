@@ -598,6 +598,22 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
         self.default_layer.clone()
     }
 
+    fn rectifiers_above(&self, layer: &str) -> Result<bool> {
+        // Nodes are in forward order and node i produces value i + 1: one sweep
+        // marks every value computed from the layer's.
+        let mut reached = vec![false; self.shapes.len()];
+        reached[self.value_of(layer)?] = true;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.inputs.iter().any(|&v| reached[v]) {
+                if matches!(node.layer, Layer::Rectifier(_)) {
+                    return Ok(true);
+                }
+                reached[i + 1] = true;
+            }
+        }
+        Ok(false)
+    }
+
     fn activations(
         &self,
         input: ArrayView4<E>,

@@ -88,6 +88,17 @@ fn every_architecture_loads_pytorch_state_dicts_strictly() {
             Arch::EfficientnetLite0 => [1280, 7, 7],
         };
         assert_eq!(info.shape, spatial, "{arch}");
+        // Guided Grad-CAM shares one pass exactly when nothing above the default
+        // layer rectifies: true for the GAP + linear heads, not for VGG's and
+        // AlexNet's classifiers with their ReLUs.
+        assert_eq!(
+            net.rectifiers_above(expected).unwrap(),
+            matches!(arch, Arch::Vgg16 | Arch::Vgg16Bn | Arch::Alexnet),
+            "{arch}"
+        );
+        let first = net.layers()[0].name.clone();
+        assert!(net.rectifiers_above(&first).unwrap(), "{arch}: {first}");
+        assert!(net.rectifiers_above("no.such.layer").is_err(), "{arch}");
         let has_cam_head = net.linear_head().is_some();
         assert_eq!(
             has_cam_head,

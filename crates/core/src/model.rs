@@ -156,6 +156,15 @@ pub trait LayerTap<F: Scalar>: Model<F> {
         None
     }
 
+    /// Whether a rectifier lies between `layer` and the output. When none does, the
+    /// gradient at `layer` is the same under every [`Rectifier`] rule, so one guided
+    /// backward pass yields both Grad-CAM's gradient and guided backprop's (Guided
+    /// Grad-CAM then needs one forward and one backward instead of two of each).
+    /// The default, `true`, is always correct: it only forgoes that saving.
+    fn rectifiers_above(&self, layer: &str) -> Result<bool> {
+        self.check_layer(layer).map(|_| true)
+    }
+
     /// `name` if the model has that layer, [`Error::UnknownLayer`] listing the valid
     /// names otherwise.
     fn check_layer(&self, name: &str) -> Result<LayerInfo> {

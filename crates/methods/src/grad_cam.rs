@@ -1,8 +1,8 @@
 use attrib_core::{
-    Attribution, AttributionMap, BackwardRequest, LayerTap, MapLayout, Result, Scalar, TapOutput,
-    Target,
+    Attribution, AttributionMap, BackwardOutput, BackwardRequest, LayerTap, MapLayout, Rectifier,
+    Result, Scalar, TapOutput, Target,
 };
-use ndarray::{Array2, Array3, ArrayView4, Axis};
+use ndarray::{Array2, Array3, Array4, ArrayView4, Axis};
 
 use crate::common::{layer_or_default, map, weighted_channel_sum};
 
@@ -58,7 +58,7 @@ impl GradCam {
         model: &M,
         input: ArrayView4<F>,
         target: &Target<F>,
-    ) -> Result<(Array3<F>, String, attrib_core::BackwardOutput<F>)> {
+    ) -> Result<(Array3<F>, String, BackwardOutput<F>)> {
         let layer = layer_or_default(model, self.layer.as_deref())?;
         let target = if self.counterfactual {
             target.negated()
@@ -72,6 +72,35 @@ impl GradCam {
 }
 
 /// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
+impl GradCam {
+    /// Grad-CAM and the guided input gradient from one guided backward pass, when
+    /// that is exact: the target is not negated (the guided pass explains the target
+    /// itself) and no rectifier lies above the layer, so the layer's gradient does
+    /// not depend on the rectifier rule. `None` otherwise.
+    pub(crate) fn shared_guided_pass<F: Scalar, M: LayerTap<F> + ?Sized>(
+        &self,
+        model: &M,
+        input: ArrayView4<F>,
+        target: &Target<F>,
+    ) -> Result<Option<(Array3<F>, Array4<F>, BackwardOutput<F>)>> {
+        let layer = layer_or_default(model, self.layer.as_deref())?;
+        if self.counterfactual || model.rectifiers_above(&layer)? {
+            return Ok(None);
+        }
+        let req = BackwardRequest {
+            rectifier: Rectifier::Guided,
+            taps: vec![layer.clone()],
+            ..BackwardRequest::input_gradient(input, target, Rectifier::Guided)
+        };
+        let mut out = model.backward(&req)?;
+        let cam = grad_cam_map(out.tap(&layer)?, !self.no_relu);
+        let guided = out.input_grad.take().ok_or_else(|| {
+            attrib_core::Error::Backend("the model returned no input gradient".into())
+        })?;
+        Ok(Some((cam, guided, out)))
+    }
+}
+
 pub(crate) fn grad_cam_map<F: Scalar>(tap: &TapOutput<F>, relu: bool) -> Array3<F> {
     let (n, c, _, _) = tap.gradient.dim();
     let alpha: Array2<F> = tap

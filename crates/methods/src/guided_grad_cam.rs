@@ -39,8 +39,14 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GuidedGradCam {
         input: ArrayView4<F>,
         target: &Target<F>,
     ) -> Result<AttributionMap<F>> {
-        let (cam, _, _) = self.grad_cam.compute(model, input, target)?;
-        let (mut guided, out) = input_gradient(model, input, target, Rectifier::Guided)?;
+        let (cam, mut guided, out) = match self.grad_cam.shared_guided_pass(model, input, target)? {
+            Some(shared) => shared,
+            None => {
+                let (cam, _, _) = self.grad_cam.compute(model, input, target)?;
+                let (guided, out) = input_gradient(model, input, target, Rectifier::Guided)?;
+                (cam, guided, out)
+            }
+        };
         let (_, _, h, w) = guided.dim();
         let up = resize_bilinear(cam.view(), h, w);
         for (mut item, scale) in guided.outer_iter_mut().zip(up.outer_iter()) {

@@ -99,15 +99,17 @@ pub fn cam_mean_is_score_minus_bias<F: Scalar, M: LayerTap<F> + ?Sized>(
     )
 }
 
-/// Guided Grad-CAM is the product of guided backprop and upsampled Grad-CAM.
+/// Guided Grad-CAM is the product of guided backprop and upsampled Grad-CAM, for
+/// `grad_cam`'s layer (whether or not the two share one backward pass).
 pub fn guided_grad_cam_is_product<F: Scalar, M: LayerTap<F> + ?Sized>(
     model: &M,
     input: ArrayView4<F>,
     target: &Target<F>,
+    grad_cam: &GradCam,
 ) -> Result<Check> {
-    let ggc = GuidedGradCam::new().attribute(model, input, target)?;
+    let ggc = GuidedGradCam::with_grad_cam(grad_cam.clone()).attribute(model, input, target)?;
     let gb = GuidedBackprop.attribute(model, input, target)?;
-    let gc = GradCam::new().attribute(model, input, target)?;
+    let gc = grad_cam.attribute(model, input, target)?;
     let gb4 = gb.input_space()?;
     let (_, _, h, w) = gb4.dim();
     let up = attrib_core::resample::resize_bilinear(gc.spatial()?, h, w);

@@ -60,7 +60,11 @@ proptest! {
     #[test]
     fn guided_grad_cam_and_saliency(seed in any::<u64>(), s in shapes(), batch in 1usize..=3) {
         let (net, x) = random_net(seed, s, batch);
-        ok(invariants::guided_grad_cam_is_product(&net, x.view(), &Target::TopPredicted)?)?;
+        // The default layer has no rectifier above it (one shared guided pass); the
+        // first one does when a second convolution follows (two passes).
+        for gc in [GradCam::new(), GradCam::new().layer("act1")] {
+            ok(invariants::guided_grad_cam_is_product(&net, x.view(), &Target::TopPredicted, &gc)?)?;
+        }
         ok(invariants::saliency_is_max_abs_gradient(&net, x.view(), &Target::Class(1))?)?;
     }
 
