@@ -72,6 +72,9 @@ impl GradCam {
 }
 
 /// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
+/// Grad-CAM's map, the guided input gradient and the pass they came from.
+pub(crate) type SharedPass<F> = (Array3<F>, Array4<F>, BackwardOutput<F>);
+
 impl GradCam {
     /// Grad-CAM and the guided input gradient from one guided backward pass, when
     /// that is exact: the target is not negated (the guided pass explains the target
@@ -82,7 +85,7 @@ impl GradCam {
         model: &M,
         input: ArrayView4<F>,
         target: &Target<F>,
-    ) -> Result<Option<(Array3<F>, Array4<F>, BackwardOutput<F>)>> {
+    ) -> Result<Option<SharedPass<F>>> {
         let layer = layer_or_default(model, self.layer.as_deref())?;
         if self.counterfactual || model.rectifiers_above(&layer)? {
             return Ok(None);
