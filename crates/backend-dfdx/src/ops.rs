@@ -270,14 +270,16 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let g = cfg.geometry(dims(x), wshape)?;
     let xs = D::host(x);
     let mut y = vec![E::zero(); g.out_len()];
-    let winograd = winograd.filter(|_| Winograd::<E>::applies(&g)).cloned();
     let b = bias.map(|b| b.as_slice());
-    match &winograd {
+    match winograd.filter(|_| Winograd::<E>::applies(&g)) {
         Some(wg) => wg.forward(&g, &xs, weight, b, &mut y),
         None => kernels::conv2d_forward(&g, &xs, weight, b, &mut y),
     }
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
     let w = weight.clone();
+    let winograd = winograd
+        .filter(|_| T::OWNS_TAPE && Winograd::<E>::applies_backward(&g))
+        .cloned();
     record(tape, &out, &[x], move |dy, _, dx| match &winograd {
         Some(wg) => wg.backward_input(&g, dy, &w, dx),
         None => kernels::conv2d_backward_input(&g, dy, &w, dx),
