@@ -9,9 +9,37 @@ use dfdx::tensor::{Cpu, Gradients, OwnedTape, Storage, Tensor, TensorFromVec};
 use dfdx::tensor_ops::Backward;
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+    use std::cell::Cell;
+
+    /// Per-thread scratch buffers (im2col matrices, Winograd tiles) kept between
+    /// calls, so that a layer does not zero-fill megabytes it is about to overwrite.
+    pub trait Sealed: Sized {
+        /// Takes this thread's scratch buffer (empty if another call holds it).
+        fn take_scratch() -> Vec<Self>;
+        /// Returns a scratch buffer, keeping the larger of it and what is there.
+        fn put_scratch(v: Vec<Self>);
+    }
+
+    macro_rules! scratch {
+        ($t:ty, $name:ident) => {
+            thread_local! {
+                static $name: Cell<Vec<$t>> = const { Cell::new(Vec::new()) };
+            }
+            impl Sealed for $t {
+                fn take_scratch() -> Vec<Self> {
+                    $name.with(Cell::take)
+                }
+                fn put_scratch(v: Vec<Self>) {
+                    $name.with(|c| {
+                        let old = c.take();
+                        c.set(if old.len() > v.len() { old } else { v });
+                    })
+                }
+            }
+        };
+    }
+    scratch!(f32, SCRATCH_F32);
+    scratch!(f64, SCRATCH_F64);
 }
 
 /// Element types the backend computes in: `f32` and `f64` (gemm and dfdx support
@@ -20,6 +48,19 @@ pub trait Elem: Scalar + dfdx::dtypes::Dtype + sealed::Sealed {}
 
 impl Elem for f32 {}
 impl Elem for f64 {}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` values (contents
+/// unspecified), then keeps the buffer for the next call on this thread. A nested
+/// call (a rayon task stolen while `f` waits) gets a buffer of its own.
+pub(crate) fn with_scratch<E: Elem, R>(len: usize, f: impl FnOnce(&mut [E]) -> R) -> R {
+    let mut buf = E::take_scratch();
+    if buf.len() < len {
+        buf.resize(len, E::zero());
+    }
+    let r = f(&mut buf[..len]);
+    E::put_scratch(buf);
+    r
+}
 
 /// A dfdx device attrib can run networks on.
 ///

@@ -6,6 +6,7 @@ use attrib_core::{Error, Rectifier, RectifierKind, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::device::with_scratch;
 use crate::Elem;
 
 /// Below this many multiply-adds a gemm runs on the calling thread: spawning costs more.
@@ -442,28 +443,31 @@ impl ConvGeom {
     }
 }
 
-/// Runs `f(scratch, dst_image, src_image, split_products)` for each of `n` images.
-/// A batch runs one image per thread with single-threaded products (better than
-/// splitting each product); a single image, or one thread, goes in order and lets
-/// its products split across threads.
+/// Runs `f(scratch, dst_image, src_image, split_products)` for each of `n` images,
+/// `scratch` holding `scratch_len` values of unspecified content. A batch runs one
+/// image per thread with single-threaded products (better than splitting each
+/// product); a single image, or one thread, goes in order and lets its products
+/// split across threads.
 fn for_each_image<E: Elem>(
     n: usize,
     dst: &mut [E],
     dst_len: usize,
     src: &[E],
     src_len: usize,
-    f: impl Fn(&mut Vec<E>, &mut [E], &[E], bool) + Send + Sync,
+    scratch_len: usize,
+    f: impl Fn(&mut [E], &mut [E], &[E], bool) + Send + Sync,
 ) {
     if n > 1 && rayon::current_num_threads() > 1 {
         dst[..n * dst_len]
             .par_chunks_mut(dst_len)
             .zip(src.par_chunks(src_len))
-            .for_each_init(Vec::new, |col, (d, s)| f(col, d, s, false));
+            .for_each(|(d, s)| with_scratch(scratch_len, |col| f(col, d, s, false)));
     } else {
-        let mut col = Vec::new();
-        for (d, s) in dst.chunks_mut(dst_len).zip(src.chunks(src_len)).take(n) {
-            f(&mut col, d, s, true);
-        }
+        with_scratch(scratch_len, |col| {
+            for (d, s) in dst.chunks_mut(dst_len).zip(src.chunks(src_len)).take(n) {
+                f(col, d, s, true);
+            }
+        });
     }
 }
 
@@ -493,27 +497,35 @@ pub fn conv2d_forward<E: Elem>(
         }
         depthwise_forward(g, x, weight, y);
     } else {
-        for_each_image(g.n, y, img_out, x, img_in, |col, y_img, x_img, split| {
-            for grp in 0..g.groups {
-                let rhs = if g.is_pointwise() {
-                    &x_img[grp * kk * p..][..kk * p]
-                } else {
-                    col.resize(kk * p, E::zero());
-                    g.im2col(x_img, grp, col);
-                    &col[..]
-                };
-                matmul_on(
-                    &mut y_img[grp * og * p..][..og * p],
-                    og,
-                    p,
-                    kk,
-                    MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
-                    MatRef::rows(rhs, p),
-                    accumulate,
-                    split,
-                );
-            }
-        });
+        let col_len = if g.is_pointwise() { 0 } else { kk * p };
+        for_each_image(
+            g.n,
+            y,
+            img_out,
+            x,
+            img_in,
+            col_len,
+            |col, y_img, x_img, split| {
+                for grp in 0..g.groups {
+                    let rhs = if g.is_pointwise() {
+                        &x_img[grp * kk * p..][..kk * p]
+                    } else {
+                        g.im2col(x_img, grp, col);
+                        &col[..]
+                    };
+                    matmul_on(
+                        &mut y_img[grp * og * p..][..og * p],
+                        og,
+                        p,
+                        kk,
+                        MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
+                        MatRef::rows(rhs, p),
+                        accumulate,
+                        split,
+                    );
+                }
+            },
+        );
     }
 }
 
@@ -610,6 +622,7 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
         img_in,
         dy,
         img_out,
+        if g.is_pointwise() { 0 } else { kk * p },
         |col, dx_img, dy_img, split| {
             for grp in 0..g.groups {
                 let w_t = MatRef::transposed(&weight[grp * og * kk..][..og * kk], kk);
@@ -626,7 +639,6 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
                         split,
                     );
                 } else {
-                    col.resize(kk * p, E::zero());
                     matmul_on(col, kk, p, og, w_t, dy_g, false, split);
                     g.col2im(col, grp, dx_img);
                 }

@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use crate::device::with_scratch;
 use crate::kernels::{matmul_on, ConvGeom, MatRef};
 use crate::Elem;
 
@@ -208,65 +209,86 @@ impl Plan {
         let out = SharedOut(y.as_mut_ptr());
         (0..self.n * units_per_image)
             .into_par_iter()
-            .for_each_init(Vec::new, |scratch, unit| {
+            .for_each(|unit| {
                 let (b, ty0) = (unit / units_per_image, (unit % units_per_image) * rows);
                 let nrows = rows.min(th - ty0);
                 let tb = nrows * tw;
                 let len = 16 * tb * (ci + co) + 9 * (tw + 2);
-                scratch.resize(len, E::zero());
-                let (v, rest) = scratch.split_at_mut(16 * ci * tb);
-                let (m, row_buf) = rest.split_at_mut(16 * co * tb);
-                let x_img = &x[b * ci * self.h * self.w..][..ci * self.h * self.w];
-                for c in 0..ci {
-                    let plane = &x_img[c * self.h * self.w..][..self.h * self.w];
-                    for r in 0..nrows {
-                        self.input_rows(plane, ty0 + r, tw, row_buf, v, c * tb + r * tw, ci * tb);
+                with_scratch(len, |scratch| {
+                    self.unit(x, u, bias, out, add, b, ty0, nrows, scratch)
+                });
+            });
+    }
+
+    /// One unit: tile rows `ty0 .. ty0 + nrows` of image `b`.
+    #[allow(clippy::too_many_arguments)]
+    fn unit<E: Elem>(
+        &self,
+        x: &[E],
+        u: &[E],
+        bias: Option<&[E]>,
+        out: SharedOut<E>,
+        add: bool,
+        b: usize,
+        ty0: usize,
+        nrows: usize,
+        scratch: &mut [E],
+    ) {
+        let (ci, co) = (self.c_in, self.c_out);
+        let tw = self.wo.div_ceil(2);
+        let tb = nrows * tw;
+        let (v, rest) = scratch.split_at_mut(16 * ci * tb);
+        let (m, row_buf) = rest.split_at_mut(16 * co * tb);
+        let x_img = &x[b * ci * self.h * self.w..][..ci * self.h * self.w];
+        for c in 0..ci {
+            let plane = &x_img[c * self.h * self.w..][..self.h * self.w];
+            for r in 0..nrows {
+                self.input_rows(plane, ty0 + r, tw, row_buf, v, c * tb + r * tw, ci * tb);
+            }
+        }
+        for xi in 0..16 {
+            matmul_on(
+                &mut m[xi * co * tb..][..co * tb],
+                co,
+                tb,
+                ci,
+                MatRef::rows(&u[xi * co * ci..][..co * ci], ci),
+                MatRef::rows(&v[xi * ci * tb..][..ci * tb], tb),
+                false,
+                false,
+            );
+        }
+        for o in 0..co {
+            let b0 = if add {
+                None
+            } else {
+                Some(bias.map_or(E::zero(), |bs| bs[o]))
+            };
+            for r in 0..nrows {
+                let mrow = |xi: usize| &m[(xi * co + o) * tb + r * tw..][..tw];
+                let oy = 2 * (ty0 + r);
+                for (dy, pair) in [[0, 4, 8], [4, 8, 12]].iter().enumerate() {
+                    if oy + dy >= self.ho {
+                        break;
                     }
-                }
-                for xi in 0..16 {
-                    matmul_on(
-                        &mut m[xi * co * tb..][..co * tb],
-                        co,
-                        tb,
-                        ci,
-                        MatRef::rows(&u[xi * co * ci..][..co * ci], ci),
-                        MatRef::rows(&v[xi * ci * tb..][..ci * tb], tb),
-                        false,
-                        false,
+                    let at = ((b * co + o) * self.ho + oy + dy) * self.wo;
+                    // SAFETY: the row lies inside `y` (asserted above) and
+                    // belongs to this unit's tile rows of image `b` alone; units
+                    // partition the tile rows, so no other task touches it.
+                    let dst = unsafe { out.row(at, self.wo) };
+                    output_row(
+                        [mrow(pair[0]), mrow(pair[1]), mrow(pair[2])],
+                        [mrow(pair[0] + 1), mrow(pair[1] + 1), mrow(pair[2] + 1)],
+                        [mrow(pair[0] + 2), mrow(pair[1] + 2), mrow(pair[2] + 2)],
+                        [mrow(pair[0] + 3), mrow(pair[1] + 3), mrow(pair[2] + 3)],
+                        dy == 1,
+                        row_buf,
+                        dst,
+                        b0,
                     );
                 }
-                for o in 0..co {
-                    let b0 = if add {
-                        None
-                    } else {
-                        Some(bias.map_or(E::zero(), |bs| bs[o]))
-                    };
-                    for r in 0..nrows {
-                        let mrow = |xi: usize| &m[(xi * co + o) * tb + r * tw..][..tw];
-                        let oy = 2 * (ty0 + r);
-                        for (dy, pair) in [[0, 4, 8], [4, 8, 12]].iter().enumerate() {
-                            if oy + dy >= self.ho {
-                                break;
-                            }
-                            let at = ((b * co + o) * self.ho + oy + dy) * self.wo;
-                            // SAFETY: the row lies inside `y` (asserted above) and
-                            // belongs to this unit's tile rows of image `b` alone; units
-                            // partition the tile rows, so no other task touches it.
-                            let dst = unsafe { out.row(at, self.wo) };
-                            output_row(
-                                [mrow(pair[0]), mrow(pair[1]), mrow(pair[2])],
-                                [mrow(pair[0] + 1), mrow(pair[1] + 1), mrow(pair[2] + 1)],
-                                [mrow(pair[0] + 2), mrow(pair[1] + 2), mrow(pair[2] + 2)],
-                                [mrow(pair[0] + 3), mrow(pair[1] + 3), mrow(pair[2] + 3)],
-                                dy == 1,
-                                row_buf,
-                                dst,
-                                b0,
-                            );
-                        }
-                    }
-                }
-            });
+            }
+        }
     }
 
     /// `B^T d B` for every tile of tile row `ty` of one plane, written to
