@@ -535,38 +535,114 @@ pub fn conv2d_forward<E: Elem>(
 fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
     let (p, mult, [kh, kw], sw) = (g.pixels(), g.og(), g.kernel, g.stride[1]);
     let cols: Vec<(usize, usize, isize)> = (0..kw).map(|j| g.valid_cols(j)).collect();
+    let phases = Phases::new(g.h, g.w, sw);
     y.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
         let (b, o) = (i / g.c_out, i % g.c_out);
         let plane = &x[(b * g.c_in + o / mult) * g.h * g.w..][..g.h * g.w];
         let wk = &weight[o * kh * kw..][..kh * kw];
-        for oy in 0..g.ho {
-            let dst = &mut out[oy * g.wo..][..g.wo];
-            for ki in 0..kh {
-                let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
-                else {
-                    continue;
-                };
-                let row = &plane[sy * g.w..][..g.w];
-                for (kj, &(lo, hi, x0)) in cols.iter().enumerate() {
-                    if lo >= hi {
+        with_scratch(phases.len(), |split| {
+            // Strided taps read every sw-th column: from the plane split into its
+            // column phases they read a contiguous run instead.
+            let src: &[E] = if sw == 1 {
+                plane
+            } else {
+                phases.split(plane, split);
+                split
+            };
+            for oy in 0..g.ho {
+                let dst = &mut out[oy * g.wo..][..g.wo];
+                for ki in 0..kh {
+                    let Some(sy) = ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
+                    else {
                         continue;
-                    }
-                    let wv = wk[ki * kw + kj];
-                    let start = (x0 + (lo * sw) as isize) as usize;
-                    if sw == 1 {
+                    };
+                    for (kj, &(lo, hi, x0)) in cols.iter().enumerate() {
+                        if lo >= hi {
+                            continue;
+                        }
+                        let wv = wk[ki * kw + kj];
+                        let run =
+                            &src[phases.at(sy, (x0 + (lo * sw) as isize) as usize)..][..hi - lo];
                         dst[lo..hi]
                             .iter_mut()
-                            .zip(&row[start..start + (hi - lo)])
+                            .zip(run)
                             .for_each(|(d, &v)| *d += wv * v);
-                    } else {
-                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d += wv * row[start + k * sw];
-                        }
                     }
                 }
             }
-        }
+        });
     });
+}
+
+/// A plane of `h x w` with its columns split by phase modulo the horizontal stride
+/// `s`: column `c` of row `y` goes to phase `c % s`, position `c / s`, so that a
+/// strided kernel tap covers a contiguous run. With `s = 1` the plane itself.
+struct Phases {
+    h: usize,
+    w: usize,
+    s: usize,
+    /// Values per phase row: `ceil(w / s)`.
+    row: usize,
+}
+
+impl Phases {
+    fn new(h: usize, w: usize, s: usize) -> Self {
+        Phases {
+            h,
+            w,
+            s,
+            row: w.div_ceil(s),
+        }
+    }
+
+    /// Scratch length for one split plane.
+    fn len(&self) -> usize {
+        if self.s == 1 {
+            0
+        } else {
+            self.s * self.h * self.row
+        }
+    }
+
+    /// Where column `c` of row `y` lies (in the split plane, or the plane for `s = 1`).
+    #[inline]
+    fn at(&self, y: usize, c: usize) -> usize {
+        if self.s == 1 {
+            y * self.w + c
+        } else {
+            ((c % self.s) * self.h + y) * self.row + c / self.s
+        }
+    }
+
+    /// Writes `plane` split into `out`.
+    fn split<E: Elem>(&self, plane: &[E], out: &mut [E]) {
+        for ph in 0..self.s {
+            for y in 0..self.h {
+                let row = &plane[y * self.w..][..self.w];
+                let dst = &mut out[(ph * self.h + y) * self.row..][..self.row];
+                for (d, &v) in dst
+                    .iter_mut()
+                    .zip(row[ph.min(self.w)..].iter().step_by(self.s))
+                {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Adds the split `acc` back into `plane`.
+    fn merge_add<E: Elem>(&self, acc: &[E], plane: &mut [E]) {
+        for ph in 0..self.s {
+            for y in 0..self.h {
+                let row = &mut plane[y * self.w..][..self.w];
+                let src = &acc[(ph * self.h + y) * self.row..][..self.row];
+                let start = ph.min(self.w);
+                for (d, &v) in row[start..].iter_mut().step_by(self.s).zip(src) {
+                    *d += v;
+                }
+            }
+        }
+    }
 }
 
 /// `dx += conv_transpose(dy, weight)`: the input gradient.
@@ -577,42 +653,50 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
     if g.is_depthwise() && g.groups > 1 {
         let (mult, [kh, kw], sw) = (og, g.kernel, g.stride[1]);
         let cols: Vec<(usize, usize, isize)> = (0..kw).map(|j| g.valid_cols(j)).collect();
+        let phases = Phases::new(g.h, g.w, sw);
         dx.par_chunks_mut(g.h * g.w)
             .enumerate()
             .for_each(|(i, plane)| {
                 let (b, c) = (i / g.c_in, i % g.c_in);
-                for o in c * mult..(c + 1) * mult {
-                    let go = &dy[(b * g.c_out + o) * p..][..p];
-                    let wk = &weight[o * kh * kw..][..kh * kw];
-                    for oy in 0..g.ho {
-                        let src = &go[oy * g.wo..][..g.wo];
-                        for ki in 0..kh {
-                            let Some(sy) =
-                                ConvGeom::src(oy, ki, g.stride[0], g.dilation[0], g.pad[0], g.h)
-                            else {
-                                continue;
-                            };
-                            let row = &mut plane[sy * g.w..][..g.w];
-                            for (kj, &(lo, hi, x0)) in cols.iter().enumerate() {
-                                if lo >= hi {
+                with_scratch(phases.len(), |split| {
+                    // Strided taps scatter to every sw-th column: accumulate into the
+                    // column phases, where they are contiguous, and merge once.
+                    split.fill(E::zero());
+                    let acc: &mut [E] = if sw == 1 { &mut *plane } else { &mut *split };
+                    for o in c * mult..(c + 1) * mult {
+                        let go = &dy[(b * g.c_out + o) * p..][..p];
+                        let wk = &weight[o * kh * kw..][..kh * kw];
+                        for oy in 0..g.ho {
+                            let src = &go[oy * g.wo..][..g.wo];
+                            for ki in 0..kh {
+                                let Some(sy) = ConvGeom::src(
+                                    oy,
+                                    ki,
+                                    g.stride[0],
+                                    g.dilation[0],
+                                    g.pad[0],
+                                    g.h,
+                                ) else {
                                     continue;
-                                }
-                                let wv = wk[ki * kw + kj];
-                                let start = (x0 + (lo * sw) as isize) as usize;
-                                if sw == 1 {
-                                    row[start..start + (hi - lo)]
+                                };
+                                for (kj, &(lo, hi, x0)) in cols.iter().enumerate() {
+                                    if lo >= hi {
+                                        continue;
+                                    }
+                                    let wv = wk[ki * kw + kj];
+                                    let at = phases.at(sy, (x0 + (lo * sw) as isize) as usize);
+                                    acc[at..at + (hi - lo)]
                                         .iter_mut()
                                         .zip(&src[lo..hi])
                                         .for_each(|(d, &v)| *d += wv * v);
-                                } else {
-                                    for (k, &v) in src[lo..hi].iter().enumerate() {
-                                        row[start + k * sw] += wv * v;
-                                    }
                                 }
                             }
                         }
                     }
-                }
+                    if sw > 1 {
+                        phases.merge_add(split, plane);
+                    }
+                });
             });
         return;
     }

@@ -130,6 +130,16 @@ fn conv2d_input_gradient_over_geometries() {
         ([3, 7, 6], [4, 3, 2, 2], 2, 1, Padding::Same, 1),
         ([3, 6, 6], [3, 1, 3, 3], 1, 1, Padding::symmetric(1), 3), // depthwise
         ([2, 6, 6], [4, 1, 3, 3], 2, 1, Padding::Same, 2),         // depthwise, multiplier 2
+        // Strided depthwise over odd widths: the column phases differ in length.
+        (
+            [2, 7, 9],
+            [2, 1, 5, 5],
+            2,
+            1,
+            Padding::Explicit([2, 1, 2, 1]),
+            2,
+        ),
+        ([3, 5, 10], [3, 1, 3, 3], 3, 1, Padding::symmetric(1), 3),
         ([4, 5, 5], [6, 2, 3, 3], 1, 1, Padding::symmetric(1), 2), // grouped
         ([3, 5, 4], [5, 3, 1, 1], 1, 1, Padding::Explicit([0; 4]), 1), // pointwise
         ([3, 6, 5], [2, 3, 1, 1], 2, 1, Padding::Explicit([0; 4]), 1), // strided 1x1
