@@ -4,8 +4,9 @@
 //!
 //! dfdx's own convolution and pooling exist only behind its `nightly` feature, which
 //! no longer builds, so this crate defines them ([`ops`]): host kernels (im2col +
-//! gemm 0.19 for convolutions, direct kernels for depthwise ones) registered on the
-//! tape with `Tape::add_backward_op`. Rectifiers take the [`Rectifier`] rule of the
+//! gemm 0.19 for convolutions, Winograd F(2x2, 3x3) for 3x3 stride-1 ones
+//! ([`winograd`]), direct kernels for depthwise ones) registered on the tape with
+//! `Tape::add_backward_op`. Rectifiers take the [`Rectifier`] rule of the
 //! pass, so guided backprop and deconvnet reach every ReLU and ReLU6, including
 //! reused and residual ones. A pass that only needs a tapped layer starts recording
 //! at that layer, so nothing below it is run backwards, and no pass computes weight
