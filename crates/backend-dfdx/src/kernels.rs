@@ -28,9 +28,39 @@ pub(crate) fn par_map<E: Elem>(dst: &mut [E], src: &[E], f: impl Fn(&mut E, &E) 
     }
 }
 
+/// Binds `$keep` to the predicate `keep(y, g)` of `rule` for a rectifier of `kind`
+/// (`y` its output, `g` the incoming gradient) and evaluates `$body` with it: one
+/// monomorphic, branch-free closure per case, so that each loop is one select.
+macro_rules! with_keep {
+    ($kind:expr, $rule:expr, |$keep:ident| $body:expr) => {{
+        let (zero, six) = (E::zero(), E::of(6.0));
+        match ($rule, $kind) {
+            (Rectifier::Deconvnet, _) => {
+                let $keep = move |_: E, g: E| g > zero;
+                $body
+            }
+            (Rectifier::Gradient, RectifierKind::Relu) => {
+                let $keep = move |v: E, _: E| v > zero;
+                $body
+            }
+            (Rectifier::Gradient, RectifierKind::Relu6) => {
+                let $keep = move |v: E, _: E| (v > zero) & (v < six);
+                $body
+            }
+            (Rectifier::Guided, RectifierKind::Relu) => {
+                let $keep = move |v: E, g: E| (v > zero) & (g > zero);
+                $body
+            }
+            (Rectifier::Guided, RectifierKind::Relu6) => {
+                let $keep = move |v: E, g: E| (v > zero) & (v < six) & (g > zero);
+                $body
+            }
+        }
+    }};
+}
+
 /// `dx += rule(dy)` through a rectifier of `kind`, whose forward output `y` tells
-/// where it is active (`None` for deconvnet, which does not look). One loop per rule
-/// so that each is branch-free and vectorised.
+/// where it is active (`None` for deconvnet, which does not look).
 pub fn rectifier_backward<E: Elem>(
     kind: RectifierKind,
     rule: Rectifier,
@@ -38,27 +68,49 @@ pub fn rectifier_backward<E: Elem>(
     dy: &[E],
     dx: &mut [E],
 ) {
-    let (zero, six) = (E::zero(), E::of(6.0));
     // Deconvnet has no forward output to look at: walk `dy` in its place.
     let y = y.unwrap_or(dy);
     assert!(
         dx.len() == dy.len() && y.len() == dy.len(),
         "rectifier gradient lengths"
     );
-    // `keep(y, g)` without short-circuits, so that each loop is one select.
-    match (rule, kind) {
-        (Rectifier::Deconvnet, _) => pass_where(dx, dy, y, move |_, g| g > zero),
-        (Rectifier::Gradient, RectifierKind::Relu) => pass_where(dx, dy, y, move |v, _| v > zero),
-        (Rectifier::Gradient, RectifierKind::Relu6) => {
-            pass_where(dx, dy, y, move |v, _| (v > zero) & (v < six))
-        }
-        (Rectifier::Guided, RectifierKind::Relu) => {
-            pass_where(dx, dy, y, move |v, g| (v > zero) & (g > zero))
-        }
-        (Rectifier::Guided, RectifierKind::Relu6) => {
-            pass_where(dx, dy, y, move |v, g| (v > zero) & (v < six) & (g > zero))
-        }
+    with_keep!(kind, rule, |keep| pass_where(dx, dy, y, keep))
+}
+
+/// `dy = rule(dy)` in place: [`rectifier_backward`] for a rectifier fused into the op
+/// before it, whose gradient buffer is then the op's own.
+pub fn rectifier_mask<E: Elem>(
+    kind: RectifierKind,
+    rule: Rectifier,
+    y: Option<&[E]>,
+    dy: &mut [E],
+) {
+    if let Some(y) = y {
+        assert!(y.len() == dy.len(), "rectifier gradient lengths");
     }
+    with_keep!(kind, rule, |keep| {
+        let run = |dy: &mut [E], y: Option<&[E]>| match y {
+            Some(y) => dy.iter_mut().zip(y).for_each(|(g, &v)| {
+                *g = if keep(v, *g) { *g } else { E::zero() };
+            }),
+            None => dy.iter_mut().for_each(|g| {
+                *g = if keep(*g, *g) { *g } else { E::zero() };
+            }),
+        };
+        if dy.len() <= ELEMENTWISE_CHUNK {
+            run(dy, y);
+        } else {
+            match y {
+                Some(y) => dy
+                    .par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .zip(y.par_chunks(ELEMENTWISE_CHUNK))
+                    .for_each(|(g, v)| run(g, Some(v))),
+                None => dy
+                    .par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .for_each(|g| run(g, None)),
+            }
+        }
+    })
 }
 
 /// `dx[i] += dy[i]` where `keep(y[i], dy[i])`, in parallel chunks for long slices.
@@ -75,6 +127,16 @@ fn pass_where<E: Elem>(dx: &mut [E], dy: &[E], y: &[E], keep: impl Fn(E, E) -> b
             .zip(dy.par_chunks(ELEMENTWISE_CHUNK))
             .zip(y.par_chunks(ELEMENTWISE_CHUNK))
             .for_each(|((d, g), v)| run(d, g, v));
+    }
+}
+
+/// `f(x)` for every element, in place, in parallel chunks for long slices.
+pub(crate) fn par_update<E: Elem>(xs: &mut [E], f: impl Fn(&mut E) + Sync) {
+    if xs.len() <= ELEMENTWISE_CHUNK {
+        xs.iter_mut().for_each(f);
+    } else {
+        xs.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .for_each(|c| c.iter_mut().for_each(&f));
     }
 }
 

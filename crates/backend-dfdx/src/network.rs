@@ -324,6 +324,15 @@ impl<E: Elem> NetworkBuilder<E> {
                 }
             })
             .collect();
+        let fusable = (0..self.shapes.len())
+            .map(|v| match self.nodes.get(v) {
+                Some(Node {
+                    layer: Layer::Rectifier(kind),
+                    inputs,
+                }) if inputs == &[v] && uses[v] == 1 => Some(*kind),
+                _ => None,
+            })
+            .collect();
         Ok(Network {
             device,
             input_shape: self.input_shape,
@@ -333,6 +342,7 @@ impl<E: Elem> NetworkBuilder<E> {
             default_layer,
             last_use,
             folded,
+            fusable,
         })
     }
 }
@@ -351,6 +361,10 @@ pub struct Network<E: Elem, D: KernelDevice<E> = Cpu> {
     /// convolution, used when neither output is tapped (inference needs no separate
     /// normalisation pass).
     folded: Vec<Option<Layer<E>>>,
+    /// For a value consumed only by the rectifier right after it: that rectifier's
+    /// kind. A convolution or residual add producing it then applies the rectifier
+    /// itself ([`ops::Fused`]) when the value is not tapped.
+    fusable: Vec<Option<RectifierKind>>,
 }
 
 type Capture<E> = Arc<Mutex<Option<Vec<E>>>>;
@@ -377,6 +391,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         layer: &Layer<E>,
         ins: &[&Tensor4<E, D>],
         rule: Rectifier,
+        act: Option<ops::Fused>,
         tape: &mut T,
     ) -> Result<Tensor4<E, D>> {
         let x = ins[0];
@@ -388,6 +403,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                 c.bias.as_ref(),
                 &c.cfg,
                 Some(&c.winograd),
+                act,
                 None,
                 tape,
             ),
@@ -401,7 +417,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             Layer::AdaptiveAvgPool2d(hw) => ops::adaptive_avg_pool_op(x, *hw, tape),
             Layer::Flatten => ops::flatten_op(x, tape),
             Layer::Linear(l) => ops::linear_op(x, &l.weight, l.shape, l.bias.as_ref(), None, tape),
-            Layer::Add => ops::add_op(x, ins[1], tape),
+            Layer::Add => ops::add_op(x, ins[1], act, tape),
         }
     }
 
@@ -435,6 +451,23 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             let folded = self.folded[i]
                 .as_ref()
                 .filter(|_| !keep.contains(&(i + 1)) && (i + 1 >= record_from) == recorded);
+            let produced = if folded.is_some() { i + 2 } else { i + 1 };
+            // Fuse the rectifier that alone consumes this value (the node right after
+            // it) into a convolution or add, when the value is not tapped and both
+            // sit on the same side of where recording starts.
+            let act = self.fusable[produced]
+                .filter(|_| {
+                    matches!(folded.unwrap_or(&node.layer), Layer::Conv2d(_) | Layer::Add)
+                        && !keep.contains(&produced)
+                        && !capture.iter().any(|(cv, _)| *cv == produced)
+                        && (produced >= record_from) == recorded
+                })
+                .map(|kind| ops::Fused { kind, rule });
+            let v = if act.is_some() {
+                produced + 1
+            } else {
+                produced
+            };
             let out = {
                 let ins: Vec<&Tensor4<E, D>> = node
                     .inputs
@@ -447,12 +480,11 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                     .collect();
                 let layer = folded.unwrap_or(&node.layer);
                 if recorded {
-                    self.layer_forward(layer, &ins, rule, tape)?
+                    self.layer_forward(layer, &ins, rule, act, tape)?
                 } else {
-                    self.layer_forward(layer, &ins, rule, &mut NoneTape)?
+                    self.layer_forward(layer, &ins, rule, act, &mut NoneTape)?
                 }
             };
-            let v = if folded.is_some() { i + 2 } else { i + 1 };
             for (_, cell) in capture.iter().filter(|(cv, _)| *cv == v) {
                 // Pushed after the producer's backward op, so it runs after every
                 // consumer has added its share and before the producer consumes it.

@@ -69,6 +69,22 @@ fn record<E, D, T>(
     tape: &mut T,
     out: &Tensor4<E, D>,
     inputs: &[&Tensor4<E, D>],
+    back: impl FnMut(&[E], usize, &mut [E]) + 'static,
+) where
+    E: Elem,
+    D: KernelDevice<E>,
+    T: Tape<E, D>,
+{
+    record_fused(tape, out, inputs, None, back)
+}
+
+/// [`record`] for an op with a fused rectifier: the incoming gradient is first
+/// masked by the rectifier's rule (against the op's output, which is the rectifier's).
+fn record_fused<E, D, T>(
+    tape: &mut T,
+    out: &Tensor4<E, D>,
+    inputs: &[&Tensor4<E, D>],
+    act: Option<Fused>,
     mut back: impl FnMut(&[E], usize, &mut [E]) + 'static,
 ) where
     E: Elem,
@@ -80,13 +96,38 @@ fn record<E, D, T>(
     }
     let out_g = out.ghost();
     let in_g: Vec<_> = inputs.iter().map(|t| t.ghost()).collect();
+    let kept = act
+        .filter(|a| a.rule != Rectifier::Deconvnet)
+        .map(|_| out.clone());
     tape.add_backward_op(move |grads| {
-        let dy = D::take_host(grads.get_or_alloc_mut(&out_g)?)?;
+        let mut dy = D::take_host(grads.get_or_alloc_mut(&out_g)?)?;
+        if let Some(a) = act {
+            let ys = kept.as_ref().map(|t| D::host(t));
+            kernels::rectifier_mask(a.kind, a.rule, ys.as_deref(), &mut dy);
+        }
         for (k, g) in in_g.iter().enumerate() {
             D::accumulate(grads.get_or_alloc_mut(g)?, |dx| back(&dy, k, dx))?;
         }
         Ok(())
     });
+}
+
+/// A rectifier fused into the op that produces its input (a convolution or a
+/// residual add that it alone consumes): applied in place to the op's output, so the
+/// pair has one output buffer and one pass less, and its rule applied to the
+/// incoming gradient before the op's backward.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fused {
+    pub kind: RectifierKind,
+    pub rule: Rectifier,
+}
+
+impl Fused {
+    fn apply<E: Elem>(act: Option<Fused>, y: &mut [E]) {
+        if let Some(a) = act {
+            kernels::par_update(y, |v| *v = a.kind.apply(*v));
+        }
+    }
 }
 
 /// `dx += dy`: the backward of ops that pass gradients through unchanged.
@@ -264,6 +305,7 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     bias: Option<&Arc<Vec<E>>>,
     cfg: &Conv2dConfig,
     winograd: Option<&Arc<Winograd<E>>>,
+    act: Option<Fused>,
     params: Option<ParamGrads<'_, E, D>>,
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
@@ -275,12 +317,13 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         Some(wg) => wg.forward(&g, &xs, weight, b, &mut y),
         None => kernels::conv2d_forward(&g, &xs, weight, b, &mut y),
     }
+    Fused::apply(act, &mut y);
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
     let w = weight.clone();
     let winograd = winograd
         .filter(|_| T::OWNS_TAPE && Winograd::<E>::applies_backward(&g))
         .cloned();
-    record(tape, &out, &[x], move |dy, _, dx| match &winograd {
+    record_fused(tape, &out, &[x], act, move |dy, _, dx| match &winograd {
         Some(wg) => wg.backward_input(&g, dy, &w, dx),
         None => kernels::conv2d_backward_input(&g, dy, &w, dx),
     });
@@ -465,6 +508,7 @@ pub(crate) fn linear_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     a: &Tensor4<E, D>,
     b: &Tensor4<E, D>,
+    act: Option<Fused>,
     tape: &mut T,
 ) -> Result<Tensor4<E, D>> {
     if dims(a) != dims(b) {
@@ -475,9 +519,12 @@ pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
         ));
     }
     let mut y = D::host(a).into_owned();
-    kernels::par_map(&mut y, &D::host(b), |u, &v| *u += v);
+    match act {
+        Some(f) => kernels::par_map(&mut y, &D::host(b), |u, &v| *u = f.kind.apply(*u + v)),
+        None => kernels::par_map(&mut y, &D::host(b), |u, &v| *u += v),
+    }
     let out = tensor4(a.device(), y, dims(a))?;
-    record(tape, &out, &[a, b], add_into);
+    record_fused(tape, &out, &[a, b], act, add_into);
     Ok(out)
 }
 
@@ -584,7 +631,7 @@ where
     R: Tape<E, D>,
 {
     with_params(x, weight, bias, |x, w, wshape, b, params, tape| {
-        conv2d_op(x, w, wshape, b, cfg, None, params, tape)
+        conv2d_op(x, w, wshape, b, cfg, None, None, params, tape)
     })
 }
 
@@ -672,6 +719,6 @@ where
     let (a, ta) = a.split_tape();
     let (b, tb) = b.split_tape();
     let mut tape = ta.merge(tb);
-    let y = add_op(&a, &b, &mut tape)?;
+    let y = add_op(&a, &b, None, &mut tape)?;
     Ok(y.put_tape(tape))
 }

@@ -528,3 +528,73 @@ fn conv_batch_norm_folding_is_invisible() {
         assert!((a * scale[idx.1] + shift[idx.1] - b).abs() < 1e-12);
     }
 }
+
+#[test]
+fn rectifier_fusion_is_invisible() {
+    // A rectifier that alone consumes a convolution's (or residual add's) output runs
+    // inside that op unless the output is tapped. Under every rule, both paths must
+    // give the same scores, input gradient and rectified activations.
+    let mut rng = StdRng::seed_from_u64(7);
+    let c1 = conv(
+        &mut rng,
+        [4, 3, 3, 3],
+        true,
+        cfg(1, 1, Padding::symmetric(1), 1),
+    );
+    let c2 = conv(
+        &mut rng,
+        [3, 4, 3, 3],
+        true,
+        cfg(1, 1, Padding::symmetric(1), 1),
+    );
+    let net = with_head([3, 6, 6], &mut rng, |b| {
+        b.scope("block", |b| {
+            let skip = b.current();
+            b.conv2d("conv1", c1)?.relu6("relu1")?.conv2d("conv2", c2)?;
+            b.add("add", skip)?.relu("relu2")?;
+            Ok(())
+        })
+        .unwrap();
+    });
+    // Inputs scaled up so that ReLU6 saturates somewhere as well.
+    let x = rand4(&mut rng, [2, 3, 6, 6]).mapv(|v| 4.0 * v);
+    let t = Target::Class(1);
+    for rule in [Rectifier::Gradient, Rectifier::Guided, Rectifier::Deconvnet] {
+        let mut fused = BackwardRequest::input_gradient(x.view(), &t, rule);
+        fused.taps = vec!["block.relu1".into(), "block.relu2".into()];
+        let mut unfused = fused.clone();
+        unfused
+            .taps
+            .extend(["block.conv1".into(), "block.add".into()]);
+        let (a, b) = (
+            net.backward(&fused).unwrap(),
+            net.backward(&unfused).unwrap(),
+        );
+        let diff = |p: &Array4<f64>, q: &Array4<f64>| {
+            p.iter()
+                .zip(q)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0, f64::max)
+        };
+        assert!(
+            diff(a.input_gradient().unwrap(), b.input_gradient().unwrap()) < 1e-12,
+            "{rule:?}"
+        );
+        assert!((&a.scores - &b.scores).iter().all(|d| d.abs() < 1e-12));
+        for name in ["block.relu1", "block.relu2"] {
+            let (p, q) = (a.tap(name).unwrap(), b.tap(name).unwrap());
+            assert!(
+                diff(&p.activation, &q.activation) < 1e-12,
+                "{rule:?} {name}"
+            );
+            assert!(diff(&p.gradient, &q.gradient) < 1e-12, "{rule:?} {name}");
+        }
+        // The unfused taps see the values before the rectifiers.
+        let pre = &b.tap("block.conv1").unwrap().activation;
+        let post = &b.tap("block.relu1").unwrap().activation;
+        assert!(pre.iter().any(|&v| v > 6.0) && pre.iter().any(|&v| v < 0.0));
+        for (&u, &v) in pre.iter().zip(post) {
+            assert_eq!(v, u.clamp(0.0, 6.0));
+        }
+    }
+}
