@@ -32,6 +32,10 @@ const MIN_TILES_PER_THREAD: usize = 20;
 /// dearer (512 channels at 7x7: 1.54 ms this way, 2.00 ms by im2col).
 const MIN_TILES_PER_THREAD_BACKWARD: usize = 8;
 
+/// Tiles a unit covers at least, when the batch has them: gemm's register blocks run
+/// along the tiles, 64 at a time.
+const MIN_UNIT_TILES: usize = 64;
+
 /// Scratch per unit of work, in values: a unit's transformed inputs and products
 /// (`16 * tiles * (c_in + c_out)`) stay within about 1 MB of f32, in L2.
 const BLOCK_VALUES: usize = 1 << 18;
@@ -186,7 +190,7 @@ struct Plan {
 }
 
 impl Plan {
-    /// Splits the output into units of whole tile rows of one image and runs them in
+    /// Splits the output into units of whole tile rows and runs them in
     /// parallel, each through input transform, the 16 products and output transform
     /// on its own scratch. Within a unit the tiles of a row are contiguous, so both
     /// transforms run along rows.
@@ -197,30 +201,33 @@ impl Plan {
         }
         let (ci, co) = (self.c_in, self.c_out);
         let threads = rayon::current_num_threads().max(1);
-        // Tile rows per unit: within the cache budget, and enough units for every thread.
-        let per_image_units = threads.div_ceil(self.n);
+        // Units are runs of tile rows over the whole batch (row R is tile row R % th
+        // of image R / th): within the cache budget, but at least MIN_UNIT_TILES tiles
+        // where the batch allows (narrower tile products run gemm's slow edge
+        // kernels), and enough units for every thread.
+        let all_rows = self.n * th;
         let rows = (BLOCK_VALUES / (16 * (ci + co) * tw))
-            .max(1)
-            .min(th.div_ceil(per_image_units));
-        let units_per_image = th.div_ceil(rows);
+            .max(MIN_UNIT_TILES.div_ceil(tw))
+            .min(all_rows.div_ceil(threads))
+            .max(1);
         assert!(
             y.len() >= self.n * co * self.ho * self.wo && x.len() >= self.n * ci * self.h * self.w
         );
         let out = SharedOut(y.as_mut_ptr());
-        (0..self.n * units_per_image)
+        (0..all_rows.div_ceil(rows))
             .into_par_iter()
             .for_each(|unit| {
-                let (b, ty0) = (unit / units_per_image, (unit % units_per_image) * rows);
-                let nrows = rows.min(th - ty0);
+                let row0 = unit * rows;
+                let nrows = rows.min(all_rows - row0);
                 let tb = nrows * tw;
                 let len = 16 * tb * (ci + co) + 9 * (tw + 2);
                 with_scratch(len, |scratch| {
-                    self.unit(x, u, bias, out, add, b, ty0, nrows, scratch)
+                    self.unit(x, u, bias, out, add, row0, nrows, scratch)
                 });
             });
     }
 
-    /// One unit: tile rows `ty0 .. ty0 + nrows` of image `b`.
+    /// One unit: global tile rows `row0 .. row0 + nrows`.
     #[allow(clippy::too_many_arguments)]
     fn unit<E: Elem>(
         &self,
@@ -229,21 +236,21 @@ impl Plan {
         bias: Option<&[E]>,
         out: SharedOut<E>,
         add: bool,
-        b: usize,
-        ty0: usize,
+        row0: usize,
         nrows: usize,
         scratch: &mut [E],
     ) {
         let (ci, co) = (self.c_in, self.c_out);
-        let tw = self.wo.div_ceil(2);
+        let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
         let tb = nrows * tw;
         let (v, rest) = scratch.split_at_mut(16 * ci * tb);
         let (m, row_buf) = rest.split_at_mut(16 * co * tb);
-        let x_img = &x[b * ci * self.h * self.w..][..ci * self.h * self.w];
-        for c in 0..ci {
-            let plane = &x_img[c * self.h * self.w..][..self.h * self.w];
-            for r in 0..nrows {
-                self.input_rows(plane, ty0 + r, tw, row_buf, v, c * tb + r * tw, ci * tb);
+        let hw = self.h * self.w;
+        for r in 0..nrows {
+            let (b, ty) = ((row0 + r) / th, (row0 + r) % th);
+            for c in 0..ci {
+                let plane = &x[(b * ci + c) * hw..][..hw];
+                self.input_rows(plane, ty, tw, row_buf, v, c * tb + r * tw, ci * tb);
             }
         }
         for xi in 0..16 {
@@ -265,16 +272,17 @@ impl Plan {
                 Some(bias.map_or(E::zero(), |bs| bs[o]))
             };
             for r in 0..nrows {
+                let (b, ty) = ((row0 + r) / th, (row0 + r) % th);
                 let mrow = |xi: usize| &m[(xi * co + o) * tb + r * tw..][..tw];
-                let oy = 2 * (ty0 + r);
+                let oy = 2 * ty;
                 for (dy, pair) in [[0, 4, 8], [4, 8, 12]].iter().enumerate() {
                     if oy + dy >= self.ho {
                         break;
                     }
                     let at = ((b * co + o) * self.ho + oy + dy) * self.wo;
                     // SAFETY: the row lies inside `y` (asserted above) and
-                    // belongs to this unit's tile rows of image `b` alone; units
-                    // partition the tile rows, so no other task touches it.
+                    // belongs to this unit's tile rows alone; units partition the
+                    // tile rows of the batch, so no other task touches it.
                     let dst = unsafe { out.row(at, self.wo) };
                     output_row(
                         [mrow(pair[0]), mrow(pair[1]), mrow(pair[2])],
