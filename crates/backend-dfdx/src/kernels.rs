@@ -926,6 +926,45 @@ impl PoolGeom {
     }
 }
 
+/// Max pool without switches, for passes that will not run backwards through it:
+/// per output row, the column-wise maximum over the window's rows first (one
+/// vectorised pass per input row), then the maximum over each window's columns. NaN
+/// propagates, as in PyTorch.
+pub fn max_pool_values<E: Elem>(g: &PoolGeom, x: &[E], y: &mut [E]) {
+    let (hw, p) = (g.h * g.w, g.ho * g.wo);
+    let cols: Vec<(usize, usize)> = (0..g.wo)
+        .map(|ox| {
+            let (x0, x1, _) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
+            (x0, x1)
+        })
+        .collect();
+    let pick = |m: E, v: E| if (v > m) | v.is_nan() { v } else { m };
+    y[..g.planes * p]
+        .par_chunks_mut(p)
+        .enumerate()
+        .for_each(|(plane_i, out)| {
+            let plane = &x[plane_i * hw..][..hw];
+            with_scratch(g.w, |colmax: &mut [E]| {
+                for oy in 0..g.ho {
+                    let (y0, y1, _) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
+                    colmax.fill(E::neg_infinity());
+                    for yy in y0..y1 {
+                        let row = &plane[yy * g.w..][..g.w];
+                        colmax
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(|(m, &v)| *m = pick(*m, v));
+                    }
+                    for (o, &(x0, x1)) in out[oy * g.wo..][..g.wo].iter_mut().zip(&cols) {
+                        *o = colmax[x0..x1]
+                            .iter()
+                            .fold(E::neg_infinity(), |m, &v| pick(m, v));
+                    }
+                }
+            });
+        });
+}
+
 /// Max pool: writes `y` and each output's argmax (index within its plane).
 pub fn max_pool_forward<E: Elem>(g: &PoolGeom, x: &[E], y: &mut [E], argmax: &mut [u32]) {
     let (hw, p) = (g.h * g.w, g.ho * g.wo);
