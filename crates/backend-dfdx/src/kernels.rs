@@ -965,37 +965,64 @@ pub fn max_pool_values<E: Elem>(g: &PoolGeom, x: &[E], y: &mut [E]) {
         });
 }
 
-/// Max pool: writes `y` and each output's argmax (index within its plane).
+/// Max pool: writes `y` and each output's argmax (index within its plane), the
+/// switch PyTorch would record: the first maximum in row-major order over the window,
+/// or, when the window holds NaN, the first NaN of the last row that has one.
+///
+/// Per output row, each column's maximum over the window's rows (and its row) comes
+/// first, in one pass per input row; each output then combines its window's columns,
+/// preferring the larger value, then the earlier row (the later one for NaN), then the
+/// earlier column, which is the row-major rule.
 pub fn max_pool_forward<E: Elem>(g: &PoolGeom, x: &[E], y: &mut [E], argmax: &mut [u32]) {
     let (hw, p) = (g.h * g.w, g.ho * g.wo);
-    y.par_chunks_mut(p)
-        .zip(argmax.par_chunks_mut(p))
+    let cols: Vec<(usize, usize)> = (0..g.wo)
+        .map(|ox| {
+            let (x0, x1, _) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
+            (x0, x1)
+        })
+        .collect();
+    y[..g.planes * p]
+        .par_chunks_mut(p)
+        .zip(argmax[..g.planes * p].par_chunks_mut(p))
         .enumerate()
         .for_each(|(plane_i, (out, arg))| {
             let plane = &x[plane_i * hw..][..hw];
-            for oy in 0..g.ho {
-                let (y0, y1, _) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
-                for ox in 0..g.wo {
-                    let (x0, x1, _) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
-                    let mut best = E::neg_infinity();
-                    let mut best_i = y0 * g.w + x0;
+            let mut col_row = vec![0u32; g.w];
+            with_scratch(g.w, |col_max: &mut [E]| {
+                for oy in 0..g.ho {
+                    let (y0, y1, _) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
+                    col_max.fill(E::neg_infinity());
+                    col_row.fill(y0 as u32);
                     for yy in y0..y1 {
-                        for xx in x0..x1 {
-                            let v = plane[yy * g.w + xx];
-                            // PyTorch's rule: the first maximum wins, NaN propagates.
-                            if v > best || v.is_nan() {
-                                best = v;
-                                best_i = yy * g.w + xx;
-                                if v.is_nan() {
-                                    break;
-                                }
+                        let row = &plane[yy * g.w..][..g.w];
+                        for ((m, r), &v) in col_max.iter_mut().zip(col_row.iter_mut()).zip(row) {
+                            if (v > *m) | v.is_nan() {
+                                *m = v;
+                                *r = yy as u32;
                             }
                         }
                     }
-                    out[oy * g.wo + ox] = best;
-                    arg[oy * g.wo + ox] = best_i as u32;
+                    let dst = out[oy * g.wo..][..g.wo].iter_mut();
+                    let sw = arg[oy * g.wo..][..g.wo].iter_mut();
+                    for ((o, a), &(x0, x1)) in dst.zip(sw).zip(&cols) {
+                        let (mut best, mut best_row, mut best_col) =
+                            (E::neg_infinity(), y0 as u32, x0);
+                        for xx in x0..x1 {
+                            let (v, r) = (col_max[xx], col_row[xx]);
+                            let take = if v.is_nan() {
+                                !best.is_nan() || r > best_row
+                            } else {
+                                !best.is_nan() && (v > best || (v == best && r < best_row))
+                            };
+                            if take {
+                                (best, best_row, best_col) = (v, r, xx);
+                            }
+                        }
+                        *o = best;
+                        *a = best_row * g.w as u32 + best_col as u32;
+                    }
                 }
-            }
+            });
         });
 }
 

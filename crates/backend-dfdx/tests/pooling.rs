@@ -1,14 +1,49 @@
-//! The switch-free max pool of untraced passes against the one that records
-//! switches: same values for any window, stride, padding and ceil mode, NaN included.
+//! Max pooling against a direct transcription of PyTorch's rule (scan the window in
+//! row-major order; a larger value or any NaN replaces the best; a NaN ends its row):
+//! the switch-recording pool must pick the same values *and* switches, ties and NaN
+//! included, and the switch-free pool of untraced passes the same values.
 
 use attrib_dfdx::kernels::{max_pool_forward, max_pool_values, PoolGeom};
 use proptest::prelude::*;
 
+fn reference(g: &PoolGeom, x: &[f64]) -> (Vec<f64>, Vec<u32>) {
+    let (mut y, mut arg) = (Vec::new(), Vec::new());
+    let bound = |o: usize, s: usize, p: usize, k: usize, len: usize| {
+        let start = (o * s) as isize - p as isize;
+        let end = (start + k as isize).min(len as isize);
+        (start.max(0) as usize, end.max(0) as usize)
+    };
+    for plane in x.chunks(g.h * g.w).take(g.planes) {
+        for oy in 0..g.ho {
+            let (y0, y1) = bound(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
+            for ox in 0..g.wo {
+                let (x0, x1) = bound(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
+                let (mut best, mut best_i) = (f64::NEG_INFINITY, y0 * g.w + x0);
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        let v = plane[yy * g.w + xx];
+                        if v > best || v.is_nan() {
+                            best = v;
+                            best_i = yy * g.w + xx;
+                            if v.is_nan() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                y.push(best);
+                arg.push(best_i as u32);
+            }
+        }
+    }
+    (y, arg)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn values_match_the_switch_recording_pool(
+    fn pools_match_pytorchs_rule(
         planes in 1usize..4,
         h in 1usize..12,
         w in 1usize..12,
@@ -16,24 +51,29 @@ proptest! {
         s in 1usize..4,
         pad in 0usize..3,
         ceil in any::<bool>(),
-        data in proptest::collection::vec(-10.0f64..10.0, 4 * 11 * 11),
-        nan_at in proptest::option::of(0usize..1000),
+        // Small integers, so that windows hold ties (as after a ReLU).
+        data in proptest::collection::vec(-2i32..3, 4 * 11 * 11),
+        nans in proptest::collection::vec(0usize..1000, 0..4),
     ) {
         prop_assume!(pad * 2 <= k);
         let Ok(g) = PoolGeom::new(planes, h, w, [k, k], [s, s], [pad, pad], ceil) else {
             return Ok(());
         };
-        let mut x: Vec<f64> = data[..planes * h * w].to_vec();
-        if let Some(i) = nan_at {
-            let i = i % x.len();
-            x[i] = f64::NAN;
+        let mut x: Vec<f64> = data[..planes * h * w].iter().map(|&v| v as f64).collect();
+        let len = x.len();
+        for i in nans {
+            x[i % len] = f64::NAN;
         }
         let n = planes * g.ho * g.wo;
+        let (want, want_arg) = reference(&g, &x);
         let (mut a, mut b, mut arg) = (vec![0.0; n], vec![0.0; n], vec![0u32; n]);
         max_pool_forward(&g, &x, &mut a, &mut arg);
         max_pool_values(&g, &x, &mut b);
-        for (p, q) in a.iter().zip(&b) {
-            prop_assert!(p == q || (p.is_nan() && q.is_nan()), "{p} vs {q}");
+        let same = |p: f64, q: f64| p == q || (p.is_nan() && q.is_nan());
+        for i in 0..n {
+            prop_assert!(same(a[i], want[i]), "value {i}: {} vs {}", a[i], want[i]);
+            prop_assert!(same(b[i], want[i]), "switch-free value {i}: {} vs {}", b[i], want[i]);
+            prop_assert_eq!(arg[i], want_arg[i], "switch {}", i);
         }
     }
 }
