@@ -557,7 +557,11 @@ pub fn conv2d_forward<E: Elem>(
         if !accumulate {
             y[..g.out_len()].fill(E::zero());
         }
-        depthwise_forward(g, x, weight, y);
+        if g.stride == [1, 1] {
+            depthwise_unit_stride_forward(g, x, weight, y);
+        } else {
+            depthwise_forward(g, x, weight, y);
+        }
     } else {
         let col_len = if g.is_pointwise() { 0 } else { kk * p };
         for_each_image(
@@ -636,6 +640,109 @@ fn depthwise_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) 
     });
 }
 
+/// The layout in which a stride-1 depthwise kernel tap is one long loop: the input
+/// plane zero-padded to `hp x wp`, and outputs on the same row pitch `wp`, so tap
+/// `(i, j)` reads at a fixed offset `i * d * wp + j * d` from every output position
+/// (the few positions past each output row's end are computed and discarded).
+struct Padded {
+    hp: usize,
+    wp: usize,
+    /// Top and left padding.
+    top: usize,
+    left: usize,
+    /// Output positions on the padded pitch: `(ho - 1) * wp + wo`.
+    span: usize,
+}
+
+impl Padded {
+    fn new(g: &ConvGeom) -> Self {
+        let wp = g.w + g.pad[2] + g.pad[3];
+        Padded {
+            hp: g.h + g.pad[0] + g.pad[1],
+            wp,
+            top: g.pad[0],
+            left: g.pad[2],
+            span: (g.ho.max(1) - 1) * wp + g.wo,
+        }
+    }
+
+    fn offset(&self, g: &ConvGeom, i: usize, j: usize) -> usize {
+        i * g.dilation[0] * self.wp + j * g.dilation[1]
+    }
+}
+
+/// Stride-1 depthwise convolution through [`Padded`], added onto `y`: each of the
+/// `kh * kw` taps is one vectorised multiply-add over the whole plane, where the
+/// direct kernel runs one short loop per output row and tap (7x7 and 14x14 planes
+/// made those loops a few elements long).
+fn depthwise_unit_stride_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
+    let (p, mult, [kh, kw]) = (g.pixels(), g.og(), g.kernel);
+    let pd = Padded::new(g);
+    y.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
+        let (b, o) = (i / g.c_out, i % g.c_out);
+        let plane = &x[(b * g.c_in + o / mult) * g.h * g.w..][..g.h * g.w];
+        let wk = &weight[o * kh * kw..][..kh * kw];
+        with_scratch(pd.hp * pd.wp + pd.span, |buf: &mut [E]| {
+            let (padded, acc) = buf.split_at_mut(pd.hp * pd.wp);
+            padded.fill(E::zero());
+            for (r, row) in plane.chunks(g.w).enumerate() {
+                padded[(r + pd.top) * pd.wp + pd.left..][..g.w].copy_from_slice(row);
+            }
+            acc.fill(E::zero());
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let wv = wk[ki * kw + kj];
+                    let src = &padded[pd.offset(g, ki, kj)..][..pd.span];
+                    acc.iter_mut().zip(src).for_each(|(a, &v)| *a += wv * v);
+                }
+            }
+            for (oy, dst) in out.chunks_mut(g.wo).enumerate() {
+                let row = &acc[oy * pd.wp..][..g.wo];
+                dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+            }
+        });
+    });
+}
+
+/// The input gradient of [`depthwise_unit_stride_forward`], added onto `dx`: each
+/// output gradient plane, put on the padded pitch, is scattered back tap by tap with
+/// one long loop each, then the padding is dropped.
+fn depthwise_unit_stride_backward<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: &mut [E]) {
+    let (p, mult, [kh, kw]) = (g.pixels(), g.og(), g.kernel);
+    let pd = Padded::new(g);
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(i, plane)| {
+            let (b, c) = (i / g.c_in, i % g.c_in);
+            with_scratch(pd.hp * pd.wp + pd.span, |buf: &mut [E]| {
+                let (padded, grad) = buf.split_at_mut(pd.hp * pd.wp);
+                padded.fill(E::zero());
+                for o in c * mult..(c + 1) * mult {
+                    let go = &dy[(b * g.c_out + o) * p..][..p];
+                    let wk = &weight[o * kh * kw..][..kh * kw];
+                    // The gap between rows stays zero, so nothing flows from it.
+                    grad.fill(E::zero());
+                    for (oy, row) in go.chunks(g.wo).enumerate() {
+                        grad[oy * pd.wp..][..g.wo].copy_from_slice(row);
+                    }
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let wv = wk[ki * kw + kj];
+                            let dst = &mut padded[pd.offset(g, ki, kj)..][..pd.span];
+                            dst.iter_mut()
+                                .zip(&grad[..])
+                                .for_each(|(d, &v)| *d += wv * v);
+                        }
+                    }
+                }
+                for (r, row) in plane.chunks_mut(g.w).enumerate() {
+                    let src = &padded[(r + pd.top) * pd.wp + pd.left..][..g.w];
+                    row.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                }
+            });
+        });
+}
+
 /// A plane of `h x w` with its columns split by phase modulo the horizontal stride
 /// `s`: column `c` of row `y` goes to phase `c % s`, position `c / s`, so that a
 /// strided kernel tap covers a contiguous run. With `s = 1` the plane itself.
@@ -712,6 +819,10 @@ pub fn conv2d_backward_input<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E], dx: 
     let (og, kk, p) = (g.og(), g.kk(), g.pixels());
     let img_in = g.c_in * g.h * g.w;
     let img_out = g.c_out * p;
+    if g.is_depthwise() && g.groups > 1 && g.stride == [1, 1] {
+        depthwise_unit_stride_backward(g, dy, weight, dx);
+        return;
+    }
     if g.is_depthwise() && g.groups > 1 {
         let (mult, [kh, kw], sw) = (og, g.kernel, g.stride[1]);
         let cols: Vec<(usize, usize, isize)> = (0..kw).map(|j| g.valid_cols(j)).collect();

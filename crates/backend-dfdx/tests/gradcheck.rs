@@ -130,6 +130,15 @@ fn conv2d_input_gradient_over_geometries() {
         ([3, 7, 6], [4, 3, 2, 2], 2, 1, Padding::Same, 1),
         ([3, 6, 6], [3, 1, 3, 3], 1, 1, Padding::symmetric(1), 3), // depthwise
         ([2, 6, 6], [4, 1, 3, 3], 2, 1, Padding::Same, 2),         // depthwise, multiplier 2
+        // Stride-1 depthwise with asymmetric padding, dilation and a multiplier.
+        (
+            [2, 7, 6],
+            [4, 1, 3, 2],
+            1,
+            2,
+            Padding::Explicit([2, 1, 0, 3]),
+            2,
+        ),
         // Strided depthwise over odd widths: the column phases differ in length.
         (
             [2, 7, 9],
