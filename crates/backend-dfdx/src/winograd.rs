@@ -43,6 +43,9 @@ const BLOCK_VALUES: usize = 1 << 18;
 /// The transformed kernels of one 3x3 convolution: `U = G g G^T` for the forward
 /// pass and for the input gradient (kernel flipped, channels swapped), the latter made
 /// on first use so forward-only passes never pay for it.
+///
+/// One `Winograd` per kernel: the transforms are made from the first `weight` passed
+/// and reused, so a layer owns its own (as [`Conv2d`](crate::Conv2d) does).
 #[derive(Debug, Default)]
 pub struct Winograd<E> {
     fwd: std::sync::OnceLock<Vec<E>>,
