@@ -9,7 +9,7 @@
 //! * for rectifiers, follows the [`Rectifier`] rule chosen for the pass.
 //!
 //! The functions taking tape-carrying tensors (`conv2d`, `rectify`, ...) are the
-//! public, dfdx-style API; the networks in [`crate::network`] call the `*_op`
+//! public, dfdx-style API; the networks ([`crate::Network`]) call the `*_op`
 //! versions, which take the tape separately so that one forward can switch from
 //! untraced to traced at a tap.
 
