@@ -16,16 +16,24 @@ const PARALLEL_GEMM_FLOPS: usize = 1 << 17;
 /// than handing it to another thread.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
+/// `f(start, chunk)` over `xs` in chunks of [`ELEMENTWISE_CHUNK`] starting at
+/// `start`, in parallel when there is more than one; callers index their other
+/// operands from `start`.
+fn par_chunks_from<E: Elem>(xs: &mut [E], f: impl Fn(usize, &mut [E]) + Sync) {
+    if xs.len() <= ELEMENTWISE_CHUNK {
+        f(0, xs);
+    } else {
+        xs.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| f(i * ELEMENTWISE_CHUNK, c));
+    }
+}
+
 /// `f(dst[i], &src[i])` for every `i`, in parallel chunks for long slices.
 pub(crate) fn par_map<E: Elem>(dst: &mut [E], src: &[E], f: impl Fn(&mut E, &E) + Sync) {
-    let run = |d: &mut [E], s: &[E]| d.iter_mut().zip(s).for_each(|(d, s)| f(d, s));
-    if dst.len() <= ELEMENTWISE_CHUNK {
-        run(dst, src);
-    } else {
-        dst.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(src.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(d, s)| run(d, s));
-    }
+    par_chunks_from(dst, |at, d| {
+        d.iter_mut().zip(&src[at..]).for_each(|(d, s)| f(d, s))
+    });
 }
 
 /// Binds `$keep` to the predicate `keep(y, g)` of `rule` for a rectifier of `kind`
@@ -88,56 +96,28 @@ pub fn rectifier_mask<E: Elem>(
     if let Some(y) = y {
         assert!(y.len() == dy.len(), "rectifier gradient lengths");
     }
-    with_keep!(kind, rule, |keep| {
-        let run = |dy: &mut [E], y: Option<&[E]>| match y {
-            Some(y) => dy.iter_mut().zip(y).for_each(|(g, &v)| {
-                *g = if keep(v, *g) { *g } else { E::zero() };
-            }),
-            None => dy.iter_mut().for_each(|g| {
-                *g = if keep(*g, *g) { *g } else { E::zero() };
-            }),
-        };
-        if dy.len() <= ELEMENTWISE_CHUNK {
-            run(dy, y);
-        } else {
-            match y {
-                Some(y) => dy
-                    .par_chunks_mut(ELEMENTWISE_CHUNK)
-                    .zip(y.par_chunks(ELEMENTWISE_CHUNK))
-                    .for_each(|(g, v)| run(g, Some(v))),
-                None => dy
-                    .par_chunks_mut(ELEMENTWISE_CHUNK)
-                    .for_each(|g| run(g, None)),
-            }
-        }
-    })
+    with_keep!(kind, rule, |keep| par_chunks_from(dy, |at, g| match y {
+        Some(y) => g.iter_mut().zip(&y[at..]).for_each(|(g, &v)| {
+            *g = if keep(v, *g) { *g } else { E::zero() };
+        }),
+        None => g.iter_mut().for_each(|g| {
+            *g = if keep(*g, *g) { *g } else { E::zero() };
+        }),
+    }))
 }
 
 /// `dx[i] += dy[i]` where `keep(y[i], dy[i])`, in parallel chunks for long slices.
 fn pass_where<E: Elem>(dx: &mut [E], dy: &[E], y: &[E], keep: impl Fn(E, E) -> bool + Sync) {
-    let run = |dx: &mut [E], dy: &[E], y: &[E]| {
-        for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(y) {
+    par_chunks_from(dx, |at, d| {
+        for ((d, &g), &v) in d.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
             *d += if keep(v, g) { g } else { E::zero() };
         }
-    };
-    if dx.len() <= ELEMENTWISE_CHUNK {
-        run(dx, dy, y);
-    } else {
-        dx.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(dy.par_chunks(ELEMENTWISE_CHUNK))
-            .zip(y.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((d, g), v)| run(d, g, v));
-    }
+    });
 }
 
 /// `f(x)` for every element, in place, in parallel chunks for long slices.
 pub(crate) fn par_update<E: Elem>(xs: &mut [E], f: impl Fn(&mut E) + Sync) {
-    if xs.len() <= ELEMENTWISE_CHUNK {
-        xs.iter_mut().for_each(f);
-    } else {
-        xs.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .for_each(|c| c.iter_mut().for_each(&f));
-    }
+    par_chunks_from(xs, |_, c| c.iter_mut().for_each(&f));
 }
 
 /// A row-major (or transposed, through its strides) matrix operand.
@@ -666,6 +646,11 @@ impl Padded {
         }
     }
 
+    /// Scratch for one plane: the padded plane, then the outputs on its pitch.
+    fn scratch_len(&self) -> usize {
+        self.hp * self.wp + self.span
+    }
+
     fn offset(&self, g: &ConvGeom, i: usize, j: usize) -> usize {
         i * g.dilation[0] * self.wp + j * g.dilation[1]
     }
@@ -682,7 +667,7 @@ fn depthwise_unit_stride_forward<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y
         let (b, o) = (i / g.c_out, i % g.c_out);
         let plane = &x[(b * g.c_in + o / mult) * g.h * g.w..][..g.h * g.w];
         let wk = &weight[o * kh * kw..][..kh * kw];
-        with_scratch(pd.hp * pd.wp + pd.span, |buf: &mut [E]| {
+        with_scratch(pd.scratch_len(), |buf: &mut [E]| {
             let (padded, acc) = buf.split_at_mut(pd.hp * pd.wp);
             padded.fill(E::zero());
             for (r, row) in plane.chunks(g.w).enumerate() {
@@ -714,7 +699,7 @@ fn depthwise_unit_stride_backward<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E],
         .enumerate()
         .for_each(|(i, plane)| {
             let (b, c) = (i / g.c_in, i % g.c_in);
-            with_scratch(pd.hp * pd.wp + pd.span, |buf: &mut [E]| {
+            with_scratch(pd.scratch_len(), |buf: &mut [E]| {
                 let (padded, grad) = buf.split_at_mut(pd.hp * pd.wp);
                 padded.fill(E::zero());
                 for o in c * mult..(c + 1) * mult {
@@ -1035,45 +1020,6 @@ impl PoolGeom {
             padded,
         )
     }
-}
-
-/// Max pool without switches, for passes that will not run backwards through it:
-/// per output row, the column-wise maximum over the window's rows first (one
-/// vectorised pass per input row), then the maximum over each window's columns. NaN
-/// propagates, as in PyTorch.
-pub fn max_pool_values<E: Elem>(g: &PoolGeom, x: &[E], y: &mut [E]) {
-    let (hw, p) = (g.h * g.w, g.ho * g.wo);
-    let cols: Vec<(usize, usize)> = (0..g.wo)
-        .map(|ox| {
-            let (x0, x1, _) = PoolGeom::bounds(ox, g.stride[1], g.pad[1], g.kernel[1], g.w);
-            (x0, x1)
-        })
-        .collect();
-    let pick = |m: E, v: E| if (v > m) | v.is_nan() { v } else { m };
-    y[..g.planes * p]
-        .par_chunks_mut(p)
-        .enumerate()
-        .for_each(|(plane_i, out)| {
-            let plane = &x[plane_i * hw..][..hw];
-            with_scratch(g.w, |colmax: &mut [E]| {
-                for oy in 0..g.ho {
-                    let (y0, y1, _) = PoolGeom::bounds(oy, g.stride[0], g.pad[0], g.kernel[0], g.h);
-                    colmax.fill(E::neg_infinity());
-                    for yy in y0..y1 {
-                        let row = &plane[yy * g.w..][..g.w];
-                        colmax
-                            .iter_mut()
-                            .zip(row)
-                            .for_each(|(m, &v)| *m = pick(*m, v));
-                    }
-                    for (o, &(x0, x1)) in out[oy * g.wo..][..g.wo].iter_mut().zip(&cols) {
-                        *o = colmax[x0..x1]
-                            .iter()
-                            .fold(E::neg_infinity(), |m, &v| pick(m, v));
-                    }
-                }
-            });
-        });
 }
 
 /// Max pool: writes `y` and each output's argmax (index within its plane), the

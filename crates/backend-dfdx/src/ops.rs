@@ -405,11 +405,6 @@ pub(crate) fn max_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let g = cfg.geometry(dims(x))?;
     let xs = D::host(x);
     let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
-    if !T::OWNS_TAPE {
-        // Not run backwards: no switches to keep.
-        kernels::max_pool_values(&g, &xs, &mut y);
-        return tensor4(x.device(), y, [n, c, g.ho, g.wo]);
-    }
     let mut arg = vec![0u32; y.len()];
     kernels::max_pool_forward(&g, &xs, &mut y, &mut arg);
     let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
