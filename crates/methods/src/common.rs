@@ -13,7 +13,16 @@ pub(crate) fn input_gradient<F: Scalar, M: Model<F> + ?Sized>(
     target: &Target<F>,
     rule: Rectifier,
 ) -> Result<(Array4<F>, BackwardOutput<F>)> {
-    let mut out = model.backward(&BackwardRequest::input_gradient(input, target, rule))?;
+    backward_with_input_gradient(model, &BackwardRequest::input_gradient(input, target, rule))
+}
+
+/// Runs `req`, which asks for the input gradient, and takes that gradient out of the
+/// result.
+pub(crate) fn backward_with_input_gradient<F: Scalar, M: Model<F> + ?Sized>(
+    model: &M,
+    req: &BackwardRequest<'_, F>,
+) -> Result<(Array4<F>, BackwardOutput<F>)> {
+    let mut out = model.backward(req)?;
     let grad = out.input_grad.take().ok_or_else(|| {
         attrib_core::Error::Backend(
             "the model returned no input gradient although it was asked for".into(),

@@ -4,7 +4,7 @@ use attrib_core::{
 };
 use ndarray::{Array2, Array3, Array4, ArrayView4, Axis};
 
-use crate::common::{layer_or_default, map, weighted_channel_sum};
+use crate::common::{backward_with_input_gradient, layer_or_default, map, weighted_channel_sum};
 
 /// Grad-CAM (Selvaraju et al.): `alpha_k = (1/Z) sum_ij dL/dA^k_ij`,
 /// `L = ReLU(sum_k alpha_k A^k)`, `(N, h, w)` at the tapped layer (the model's
@@ -71,7 +71,6 @@ impl GradCam {
     }
 }
 
-/// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
 /// Grad-CAM's map, the guided input gradient and the pass they came from.
 pub(crate) type SharedPass<F> = (Array3<F>, Array4<F>, BackwardOutput<F>);
 
@@ -91,19 +90,16 @@ impl GradCam {
             return Ok(None);
         }
         let req = BackwardRequest {
-            rectifier: Rectifier::Guided,
             taps: vec![layer.clone()],
             ..BackwardRequest::input_gradient(input, target, Rectifier::Guided)
         };
-        let mut out = model.backward(&req)?;
+        let (guided, out) = backward_with_input_gradient(model, &req)?;
         let cam = grad_cam_map(out.tap(&layer)?, !self.no_relu);
-        let guided = out.input_grad.take().ok_or_else(|| {
-            attrib_core::Error::Backend("the model returned no input gradient".into())
-        })?;
         Ok(Some((cam, guided, out)))
     }
 }
 
+/// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
 pub(crate) fn grad_cam_map<F: Scalar>(tap: &TapOutput<F>, relu: bool) -> Array3<F> {
     let (n, c, _, _) = tap.gradient.dim();
     let alpha: Array2<F> = tap
