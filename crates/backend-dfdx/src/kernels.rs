@@ -67,26 +67,9 @@ macro_rules! with_keep {
     }};
 }
 
-/// `dx += rule(dy)` through a rectifier of `kind`, whose forward output `y` tells
-/// where it is active (`None` for deconvnet, which does not look).
-pub fn rectifier_backward<E: Elem>(
-    kind: RectifierKind,
-    rule: Rectifier,
-    y: Option<&[E]>,
-    dy: &[E],
-    dx: &mut [E],
-) {
-    // Deconvnet has no forward output to look at: walk `dy` in its place.
-    let y = y.unwrap_or(dy);
-    assert!(
-        dx.len() == dy.len() && y.len() == dy.len(),
-        "rectifier gradient lengths"
-    );
-    with_keep!(kind, rule, |keep| pass_where(dx, dy, y, keep))
-}
-
-/// `dy = rule(dy)` in place: [`rectifier_backward`] for a rectifier fused into the op
-/// before it, whose gradient buffer is then the op's own.
+/// `dy = rule(dy)` in place: the gradient through a rectifier of `kind`, whose
+/// forward output `y` tells where it is active (`None` for deconvnet, which does not
+/// look).
 pub fn rectifier_mask<E: Elem>(
     kind: RectifierKind,
     rule: Rectifier,
@@ -104,15 +87,6 @@ pub fn rectifier_mask<E: Elem>(
             *g = if keep(*g, *g) { *g } else { E::zero() };
         }),
     }))
-}
-
-/// `dx[i] += dy[i]` where `keep(y[i], dy[i])`, in parallel chunks for long slices.
-fn pass_where<E: Elem>(dx: &mut [E], dy: &[E], y: &[E], keep: impl Fn(E, E) -> bool + Sync) {
-    par_chunks_from(dx, |at, d| {
-        for ((d, &g), &v) in d.iter_mut().zip(&dy[at..]).zip(&y[at..]) {
-            *d += if keep(v, g) { g } else { E::zero() };
-        }
-    });
 }
 
 /// `f(x)` for every element, in place, in parallel chunks for long slices.

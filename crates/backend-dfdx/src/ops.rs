@@ -96,6 +96,9 @@ fn record_fused<E, D, T>(
     }
     let out_g = out.ghost();
     let in_g: Vec<_> = inputs.iter().map(|t| t.ghost()).collect();
+    // The output tells where the rectifier is active (y > 0, and y < 6 for ReLU6,
+    // exactly where the input is), so the backward keeps a reference to it rather
+    // than a mask; deconvnet ignores the forward pass altogether.
     let kept = act
         .filter(|a| a.rule != Rectifier::Deconvnet)
         .map(|_| out.clone());
@@ -382,16 +385,8 @@ pub(crate) fn rectify_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let mut y = vec![E::zero(); xs.len()];
     kernels::par_map(&mut y, &xs, |y, &v| *y = kind.apply(v));
     let out = tensor4(x.device(), y, dims(x))?;
-    if T::OWNS_TAPE {
-        // The output tells where the rectifier is active (y > 0, and y < 6 for
-        // ReLU6, exactly where the input is), so the backward keeps a reference to
-        // it rather than a mask; deconvnet ignores the forward pass altogether.
-        let kept = (rule != Rectifier::Deconvnet).then(|| out.clone());
-        record(tape, &out, &[x], move |dy, _, dx| {
-            let ys = kept.as_ref().map(|t| D::host(t));
-            kernels::rectifier_backward(kind, rule, ys.as_deref(), dy, dx);
-        });
-    }
+    // On its own, a rectifier is the identity with the rectifier fused in.
+    record_fused(tape, &out, &[x], Some(Fused { kind, rule }), add_into);
     Ok(out)
 }
 
