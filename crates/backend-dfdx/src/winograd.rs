@@ -40,6 +40,14 @@ const MIN_UNIT_TILES: usize = 64;
 /// (`16 * tiles * (c_in + c_out)`) stay within about 1 MB of f32, in L2.
 const BLOCK_VALUES: usize = 1 << 18;
 
+/// Layers whose transformed tiles (inputs and products) take at most this many
+/// values run whole ([`Plan::run_layer`]): 16 MB of f32, which covers every 3x3
+/// layer of ResNet-18 at batch 1. At batch 8 the whole-layer way wins where the
+/// units would read the transformed kernels over more than half as many values as
+/// it moves (128 channels at 28x28: 4.4 against 5.0 ms; 64 channels at 56x56: 5.3
+/// against 5.2 ms, so those stay in units).
+const LAYER_VALUES: usize = 1 << 22;
+
 /// The transformed kernels of one 3x3 convolution: `U = G g G^T` for the forward
 /// pass and for the input gradient (kernel flipped, channels swapped), the latter made
 /// on first use so forward-only passes never pay for it.
@@ -193,29 +201,50 @@ struct Plan {
 }
 
 impl Plan {
-    /// Splits the output into units of whole tile rows and runs them in
-    /// parallel, each through input transform, the 16 products and output transform
-    /// on its own scratch. Within a unit the tiles of a row are contiguous, so both
-    /// transforms run along rows.
+    /// Runs small layers whole ([`Plan::run_layer`]), larger ones in units of tile
+    /// rows ([`Plan::run_units`]).
     fn run<E: Elem>(&self, x: &[E], u: &[E], bias: Option<&[E]>, y: &mut [E], add: bool) {
         let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
         if self.n * th * tw == 0 {
             return;
         }
-        let (ci, co) = (self.c_in, self.c_out);
-        let threads = rayon::current_num_threads().max(1);
-        // Units are runs of tile rows over the whole batch (row R is tile row R % th
-        // of image R / th): within the cache budget, but at least MIN_UNIT_TILES tiles
-        // where the batch allows (narrower tile products run gemm's slow edge
-        // kernels), and enough units for every thread.
-        let all_rows = self.n * th;
-        let rows = (BLOCK_VALUES / (16 * (ci + co) * tw))
-            .max(MIN_UNIT_TILES.div_ceil(tw))
-            .min(all_rows.div_ceil(threads))
-            .max(1);
         assert!(
-            y.len() >= self.n * co * self.ho * self.wo && x.len() >= self.n * ci * self.h * self.w
+            y.len() >= self.n * self.c_out * self.ho * self.wo
+                && x.len() >= self.n * self.c_in * self.h * self.w
         );
+        // Each unit reads all the transformed kernels; the whole-layer way reads
+        // them once but moves every transformed tile through memory.
+        let transformed = 16 * self.n * th * tw * (self.c_in + self.c_out);
+        let units = (self.n * th).div_ceil(self.unit_rows());
+        if transformed <= LAYER_VALUES || 2 * units * 16 * self.c_in * self.c_out > transformed {
+            self.run_layer(x, u, bias, y, add)
+        } else {
+            self.run_units(x, u, bias, y, add)
+        }
+    }
+
+    /// Tile rows per unit: runs of tile rows over the whole batch (row R is tile row
+    /// R % th of image R / th), within the cache budget, but at least MIN_UNIT_TILES
+    /// tiles where the batch allows (narrower tile products run gemm's slow edge
+    /// kernels), and enough units for every thread.
+    fn unit_rows(&self) -> usize {
+        let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
+        let threads = rayon::current_num_threads().max(1);
+        (BLOCK_VALUES / (16 * (self.c_in + self.c_out) * tw))
+            .max(MIN_UNIT_TILES.div_ceil(tw))
+            .min((self.n * th).div_ceil(threads))
+            .max(1)
+    }
+
+    /// Splits the output into units of whole tile rows and runs them in parallel,
+    /// each through input transform, the 16 products and output transform on its
+    /// own scratch. Within a unit the tiles of a row are contiguous, so both
+    /// transforms run along rows. The caller checks the slices' lengths.
+    fn run_units<E: Elem>(&self, x: &[E], u: &[E], bias: Option<&[E]>, y: &mut [E], add: bool) {
+        let (ci, co) = (self.c_in, self.c_out);
+        let tw = self.wo.div_ceil(2);
+        let all_rows = self.n * self.ho.div_ceil(2);
+        let rows = self.unit_rows();
         let out = SharedOut(y.as_mut_ptr());
         (0..all_rows.div_ceil(rows))
             .into_par_iter()
@@ -228,6 +257,64 @@ impl Plan {
                     self.unit(x, u, bias, out, add, row0, nrows, scratch)
                 });
             });
+    }
+
+    /// The whole layer in three parallel passes: every tile's input transform (by
+    /// input channel), the 16 tile products (by transform position, so each
+    /// transformed kernel is read once in all), and the output transforms (by output
+    /// channel). For layers with few tiles and many channels, where units of tile rows
+    /// would each read all of the transformed kernels.
+    fn run_layer<E: Elem>(&self, x: &[E], u: &[E], bias: Option<&[E]>, y: &mut [E], add: bool) {
+        let (ci, co) = (self.c_in, self.c_out);
+        let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
+        let all_rows = self.n * th;
+        let tiles = all_rows * tw;
+        let hw = self.h * self.w;
+        with_scratch(16 * tiles * (ci + co), |scratch: &mut [E]| {
+            // v: [c_in][ξ][tile], m: [ξ][c_out][tile].
+            let (v, m) = scratch.split_at_mut(16 * ci * tiles);
+            v.par_chunks_mut(16 * tiles)
+                .enumerate()
+                .for_each(|(c, vc)| {
+                    with_scratch(8 * (tw + 1), |buf| {
+                        for r in 0..all_rows {
+                            let (b, ty) = (r / th, r % th);
+                            let plane = &x[(b * ci + c) * hw..][..hw];
+                            self.input_rows(plane, ty, tw, buf, vc, r * tw, tiles);
+                        }
+                    })
+                });
+            let v = &*v;
+            m.par_chunks_mut(co * tiles)
+                .enumerate()
+                .for_each(|(xi, mx)| {
+                    matmul_on(
+                        mx,
+                        co,
+                        tiles,
+                        ci,
+                        MatRef::rows(&u[xi * co * ci..][..co * ci], ci),
+                        MatRef {
+                            data: &v[xi * tiles..],
+                            row_stride: 16 * tiles,
+                            col_stride: 1,
+                        },
+                        false,
+                        false,
+                    );
+                });
+            let m = &*m;
+            let out = SharedOut(y.as_mut_ptr());
+            (0..co).into_par_iter().for_each(|o| {
+                with_scratch(6 * tw, |buf| {
+                    for r in 0..all_rows {
+                        // SAFETY: `run` checked `y`'s length; this task alone
+                        // writes channel `o`.
+                        unsafe { self.output_rows(m, tiles, r * tw, r, o, out, bias, add, buf) };
+                    }
+                })
+            });
+        });
     }
 
     /// One unit: global tile rows `row0 .. row0 + nrows`.
@@ -269,36 +356,62 @@ impl Plan {
             );
         }
         for o in 0..co {
-            let b0 = if add {
-                None
-            } else {
-                Some(bias.map_or(E::zero(), |bs| bs[o]))
-            };
             for r in 0..nrows {
-                let (b, ty) = ((row0 + r) / th, (row0 + r) % th);
-                let mrow = |xi: usize| &m[(xi * co + o) * tb + r * tw..][..tw];
-                let oy = 2 * ty;
-                for (dy, pair) in [[0, 4, 8], [4, 8, 12]].iter().enumerate() {
-                    if oy + dy >= self.ho {
-                        break;
-                    }
-                    let at = ((b * co + o) * self.ho + oy + dy) * self.wo;
-                    // SAFETY: the row lies inside `y` (asserted above) and
-                    // belongs to this unit's tile rows alone; units partition the
-                    // tile rows of the batch, so no other task touches it.
-                    let dst = unsafe { out.row(at, self.wo) };
-                    output_row(
-                        [mrow(pair[0]), mrow(pair[1]), mrow(pair[2])],
-                        [mrow(pair[0] + 1), mrow(pair[1] + 1), mrow(pair[2] + 1)],
-                        [mrow(pair[0] + 2), mrow(pair[1] + 2), mrow(pair[2] + 2)],
-                        [mrow(pair[0] + 3), mrow(pair[1] + 3), mrow(pair[2] + 3)],
-                        dy == 1,
-                        row_buf,
-                        dst,
-                        b0,
-                    );
-                }
+                // SAFETY: `run` checked `y`'s length; the unit owns its tile rows
+                // (units partition the tile rows of the batch).
+                unsafe { self.output_rows(m, tb, r * tw, row0 + r, o, out, bias, add, row_buf) };
             }
+        }
+    }
+
+    /// `A^T M A` for output channel `o` of the tiles of tile row `row` (counted over
+    /// the batch): the two output rows they cover, with `bias` added, or added into
+    /// `out` when `add`. `m` holds the products `[ξ][c_out][tiles]`, the tile row's
+    /// first tile at `first`.
+    ///
+    /// # Safety
+    /// `out` is a live slice of the whole output and no other thread accesses
+    /// channel `o` of these rows meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output_rows<E: Elem>(
+        &self,
+        m: &[E],
+        tiles: usize,
+        first: usize,
+        row: usize,
+        o: usize,
+        out: SharedOut<E>,
+        bias: Option<&[E]>,
+        add: bool,
+        buf: &mut [E],
+    ) {
+        let (th, tw) = (self.ho.div_ceil(2), self.wo.div_ceil(2));
+        let co = self.c_out;
+        let b0 = if add {
+            None
+        } else {
+            Some(bias.map_or(E::zero(), |bs| bs[o]))
+        };
+        let (b, ty) = (row / th, row % th);
+        let mrow = |xi: usize| &m[(xi * co + o) * tiles + first..][..tw];
+        let oy = 2 * ty;
+        for (dy, pair) in [[0, 4, 8], [4, 8, 12]].iter().enumerate() {
+            if oy + dy >= self.ho {
+                break;
+            }
+            let at = ((b * co + o) * self.ho + oy + dy) * self.wo;
+            // SAFETY: by the caller's contract.
+            let dst = unsafe { out.row(at, self.wo) };
+            output_row(
+                [mrow(pair[0]), mrow(pair[1]), mrow(pair[2])],
+                [mrow(pair[0] + 1), mrow(pair[1] + 1), mrow(pair[2] + 1)],
+                [mrow(pair[0] + 2), mrow(pair[1] + 2), mrow(pair[2] + 2)],
+                [mrow(pair[0] + 3), mrow(pair[1] + 3), mrow(pair[2] + 3)],
+                dy == 1,
+                buf,
+                dst,
+                b0,
+            );
         }
     }
 
@@ -476,5 +589,56 @@ impl<E> SharedOut<E> {
     #[inline]
     unsafe fn row(&self, at: usize, len: usize) -> &mut [E] {
         std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two ways of running a layer agree (the integration tests compare the one
+    /// each size picks against im2col; this ties the other to it), forward with bias
+    /// and accumulating, on odd sizes, batches and padding that units split unevenly.
+    #[test]
+    fn whole_layer_and_units_agree() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        for (n, ci, co, h, w, top, left) in [
+            (1, 16, 24, 9, 7, -1, -1),
+            (3, 20, 16, 13, 11, -1, 0),
+            (2, 32, 40, 30, 29, 0, -2),
+        ] {
+            let plan = Plan {
+                n,
+                c_in: ci,
+                h,
+                w,
+                c_out: co,
+                ho: h,
+                wo: w,
+                top,
+                left,
+            };
+            let x: Vec<f64> = (0..n * ci * h * w).map(|_| next()).collect();
+            let weight: Vec<f64> = (0..co * ci * 9).map(|_| next()).collect();
+            let bias: Vec<f64> = (0..co).map(|_| next()).collect();
+            let u = transform_kernels(&weight, co, ci, false);
+            let start: Vec<f64> = (0..n * co * h * w).map(|_| next()).collect();
+            for add in [false, true] {
+                let (mut a, mut b) = (start.clone(), start.clone());
+                plan.run_layer(&x, &u, Some(&bias), &mut a, add);
+                plan.run_units(&x, &u, Some(&bias), &mut b, add);
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+                assert!(err < 1e-12, "n={n} {ci}->{co} {h}x{w} add={add}: {err}");
+            }
+        }
     }
 }
