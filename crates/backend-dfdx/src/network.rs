@@ -530,6 +530,16 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
     }
 
     fn forward(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
+        D::run_pass(self, |net| net.forward_pass(input))
+    }
+
+    fn backward(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
+        D::run_pass(self, |net| net.backward_pass(req))
+    }
+}
+
+impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
+    fn forward_pass(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
         let x = self.input_tensor(&input)?;
         let mut tape = OwnedTape::default();
         let values = self.run(
@@ -543,7 +553,7 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
         Ok(self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept")))
     }
 
-    fn backward(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
+    fn backward_pass(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
         let x = self.input_tensor(&req.input)?;
         let tap_values: Vec<usize> = req
             .taps
@@ -610,6 +620,27 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
         }
         Ok(output)
     }
+
+    fn activations_pass(
+        &self,
+        input: ArrayView4<E>,
+        layers: &[String],
+    ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
+        let x = self.input_tensor(&input)?;
+        let wanted: Vec<usize> = layers
+            .iter()
+            .map(|l| self.value_of(l))
+            .collect::<Result<_>>()?;
+        let keep: HashSet<usize> = wanted.iter().copied().collect();
+        let mut tape = OwnedTape::default();
+        let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
+        let scores = self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept"));
+        let acts = wanted
+            .iter()
+            .map(|&v| self.to_array4(values[v].as_ref().expect("kept")))
+            .collect();
+        Ok((scores, acts))
+    }
 }
 
 impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
@@ -651,20 +682,7 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
         input: ArrayView4<E>,
         layers: &[String],
     ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
-        let x = self.input_tensor(&input)?;
-        let wanted: Vec<usize> = layers
-            .iter()
-            .map(|l| self.value_of(l))
-            .collect::<Result<_>>()?;
-        let keep: HashSet<usize> = wanted.iter().copied().collect();
-        let mut tape = OwnedTape::default();
-        let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
-        let scores = self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept"));
-        let acts = wanted
-            .iter()
-            .map(|&v| self.to_array4(values[v].as_ref().expect("kept")))
-            .collect();
-        Ok((scores, acts))
+        D::run_pass(self, |net| net.activations_pass(input, layers))
     }
 
     fn linear_head(&self) -> Option<LinearHead<E>> {
