@@ -12,6 +12,13 @@ use crate::Elem;
 /// Below this many multiply-adds a gemm runs on the calling thread: spawning costs more.
 const PARALLEL_GEMM_FLOPS: usize = 1 << 17;
 
+/// Values of an im2col matrix block in the blocked forward pass: 512 KB of f32,
+/// a quarter of a core's L2 here.
+const IM2COL_BLOCK_VALUES: usize = 1 << 17;
+
+/// Outputs a block covers at least, so its product stays wide for gemm.
+const IM2COL_MIN_PIXELS: usize = 256;
+
 /// Elements per task of elementwise kernels: large enough that a task costs more
 /// than handing it to another thread.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
@@ -155,17 +162,43 @@ pub(crate) fn matmul_on<E: Elem>(
     accumulate: bool,
     parallel: bool,
 ) {
+    // The bound below is what makes the raw-pointer call sound.
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    // SAFETY: dst holds m rows of n values at pitch n; it does not alias lhs or rhs
+    // (&mut).
+    unsafe { matmul_raw(dst.as_mut_ptr(), n, m, n, k, lhs, rhs, accumulate, parallel) }
+}
+
+/// [`matmul_on`] into `m` rows of `n` values at pitch `dst_stride` from `dst`.
+///
+/// # Safety
+/// That region is valid for writes, nothing else accesses it meanwhile, and it does
+/// not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_raw<E: Elem>(
+    dst: *mut E,
+    dst_stride: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, E>,
+    rhs: MatRef<'_, E>,
+    accumulate: bool,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(E::zero());
+            for i in 0..m {
+                // SAFETY: row i of the caller's region.
+                unsafe { std::slice::from_raw_parts_mut(dst.add(i * dst_stride), n) }
+                    .fill(E::zero());
+            }
         }
         return;
     }
-    // The bounds below are what makes the raw-pointer call sound.
-    assert!(dst.len() >= m * n, "gemm destination too small");
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm operand too small");
     let parallelism =
         if parallel && m * n * k >= PARALLEL_GEMM_FLOPS && rayon::current_num_threads() > 1 {
@@ -173,16 +206,16 @@ pub(crate) fn matmul_on<E: Elem>(
         } else {
             Parallelism::None
         };
-    // SAFETY: every index gemm touches, (i*rs + j*cs) for i < rows and j < cols, was
-    // checked to lie inside its slice above; dst does not alias lhs or rhs (&mut).
+    // SAFETY: every index gemm reads, (i*rs + j*cs) for i < rows and j < cols, was
+    // checked to lie inside its slice above; the destination is the caller's.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
@@ -197,6 +230,36 @@ pub(crate) fn matmul_on<E: Elem>(
             false,
             parallelism,
         );
+    }
+}
+
+/// An output slice written concurrently by tasks that own disjoint parts of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut<E>(pub(crate) *mut E);
+
+// SAFETY: the pointer is only used through `row`, whose callers guarantee disjoint,
+// in-bounds rows.
+unsafe impl<E: Send> Send for SharedOut<E> {}
+unsafe impl<E: Send> Sync for SharedOut<E> {}
+
+impl<E> SharedOut<E> {
+    /// The `len` elements from `at`.
+    ///
+    /// # Safety
+    /// They lie inside the slice and no other thread accesses them meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) unsafe fn row(&self, at: usize, len: usize) -> &mut [E] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+
+    /// A pointer to element `at`, for writes the caller owns.
+    ///
+    /// # Safety
+    /// `at` lies inside the slice.
+    #[inline]
+    pub(crate) unsafe fn at(&self, at: usize) -> *mut E {
+        self.0.add(at)
     }
 }
 
@@ -369,47 +432,60 @@ impl ConvGeom {
     /// Writes the im2col matrix `(kk, ho*wo)` of one group of one image, one input
     /// channel per task.
     fn im2col<E: Elem>(&self, x_img: &[E], group: usize, col: &mut [E]) {
-        let (cg, [kh, kw], p) = (self.cg(), self.kernel, self.pixels());
-        let sw = self.stride[1];
-        col[..cg * kh * kw * p]
-            .par_chunks_mut(kh * kw * p)
+        let (kk, p) = (self.kernel[0] * self.kernel[1], self.pixels());
+        col[..self.cg() * kk * p]
+            .par_chunks_mut(kk * p)
             .enumerate()
-            .for_each(|(ci, rows)| {
-                let plane = &x_img[(group * cg + ci) * self.h * self.w..][..self.h * self.w];
-                for i in 0..kh {
-                    for j in 0..kw {
-                        let row = &mut rows[(i * kw + j) * p..][..p];
-                        let (lo, hi, x0) = self.valid_cols(j);
-                        for oy in 0..self.ho {
-                            let dst = &mut row[oy * self.wo..][..self.wo];
-                            match Self::src(
-                                oy,
-                                i,
-                                self.stride[0],
-                                self.dilation[0],
-                                self.pad[0],
-                                self.h,
-                            ) {
-                                Some(y) if lo < hi => {
-                                    let src_row = &plane[y * self.w..][..self.w];
-                                    dst[..lo].fill(E::zero());
-                                    dst[hi..].fill(E::zero());
-                                    let start = (x0 + (lo * sw) as isize) as usize;
-                                    if sw == 1 {
-                                        dst[lo..hi]
-                                            .copy_from_slice(&src_row[start..start + (hi - lo)]);
-                                    } else {
-                                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                                            *d = src_row[start + k * sw];
-                                        }
-                                    }
+            .for_each(|(ci, rows)| self.im2col_channel(x_img, group, ci, 0..self.ho, rows));
+    }
+
+    /// The im2col rows of input channel `ci` of `group` for output rows `oys` only:
+    /// `(kh * kw, oys.len() * wo)`.
+    fn im2col_channel<E: Elem>(
+        &self,
+        x_img: &[E],
+        group: usize,
+        ci: usize,
+        oys: std::ops::Range<usize>,
+        rows: &mut [E],
+    ) {
+        let ([kh, kw], sw) = (self.kernel, self.stride[1]);
+        let p = oys.len() * self.wo;
+        let plane = &x_img[(group * self.cg() + ci) * self.h * self.w..][..self.h * self.w];
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut rows[(i * kw + j) * p..][..p];
+                let (lo, hi, x0) = self.valid_cols(j);
+                for (r, oy) in oys.clone().enumerate() {
+                    let dst = &mut row[r * self.wo..][..self.wo];
+                    match Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h) {
+                        Some(y) if lo < hi => {
+                            let src_row = &plane[y * self.w..][..self.w];
+                            dst[..lo].fill(E::zero());
+                            dst[hi..].fill(E::zero());
+                            let start = (x0 + (lo * sw) as isize) as usize;
+                            if sw == 1 {
+                                dst[lo..hi].copy_from_slice(&src_row[start..start + (hi - lo)]);
+                            } else {
+                                for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                                    *d = src_row[start + k * sw];
                                 }
-                                _ => dst.fill(E::zero()),
                             }
                         }
+                        _ => dst.fill(E::zero()),
                     }
                 }
-            });
+            }
+        }
+    }
+
+    /// Output rows per block when the forward pass builds im2col a block of rows at
+    /// a time: the block's matrix stays within [`IM2COL_BLOCK_VALUES`], but covers
+    /// at least [`IM2COL_MIN_PIXELS`] outputs so the products stay wide.
+    fn block_rows(&self) -> usize {
+        (IM2COL_BLOCK_VALUES / (self.kk() * self.wo).max(1))
+            .max(IM2COL_MIN_PIXELS.div_ceil(self.wo.max(1)))
+            .clamp(1, self.ho.max(1))
     }
 
     /// Adds the im2col-shaped `col` back into one group of one image's gradient, one
@@ -516,6 +592,8 @@ pub fn conv2d_forward<E: Elem>(
         } else {
             depthwise_forward(g, x, weight, y);
         }
+    } else if !g.is_pointwise() && g.block_rows() < g.ho {
+        im2col_blocks_forward(g, x, weight, accumulate, y);
     } else {
         let col_len = if g.is_pointwise() { 0 } else { kk * p };
         for_each_image(
@@ -547,6 +625,57 @@ pub fn conv2d_forward<E: Elem>(
             },
         );
     }
+}
+
+/// The forward pass of a convolution whose im2col matrix would not stay in cache
+/// (a stem such as ResNet's 7x7 over 224x224: 7.4 MB per image): each task builds
+/// the matrix of a block of output rows of one image and multiplies it into those
+/// rows, so the matrix is read back from cache, and blocks of all images run in
+/// parallel.
+fn im2col_blocks_forward<E: Elem>(
+    g: &ConvGeom,
+    x: &[E],
+    weight: &[E],
+    accumulate: bool,
+    y: &mut [E],
+) {
+    let (og, kk, p) = (g.og(), g.kk(), g.pixels());
+    let rows = g.block_rows();
+    let blocks = g.ho.div_ceil(rows);
+    assert!(y.len() >= g.out_len() && x.len() >= g.n * g.c_in * g.h * g.w);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..g.n * blocks).into_par_iter().for_each(|task| {
+        let (b, oy0) = (task / blocks, task % blocks * rows);
+        let oys = oy0..(oy0 + rows).min(g.ho);
+        let np = oys.len() * g.wo;
+        let x_img = &x[b * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+        with_scratch(kk * np, |col| {
+            for grp in 0..g.groups {
+                let taps = g.kernel[0] * g.kernel[1];
+                for ci in 0..g.cg() {
+                    g.im2col_channel(x_img, grp, ci, oys.clone(), &mut col[ci * taps * np..]);
+                }
+                let at = (b * g.c_out + grp * og) * p + oy0 * g.wo;
+                // SAFETY: `y` holds the whole output (asserted); this task alone
+                // writes columns `oys` of its image's rows, and the region gemm
+                // touches, `og` rows of `np` values at pitch `p` from `at`, lies
+                // inside `y`.
+                unsafe {
+                    matmul_raw(
+                        out.at(at),
+                        p,
+                        og,
+                        np,
+                        kk,
+                        MatRef::rows(&weight[grp * og * kk..][..og * kk], kk),
+                        MatRef::rows(&col[..kk * np], np),
+                        accumulate,
+                        false,
+                    )
+                };
+            }
+        });
+    });
 }
 
 /// Depthwise convolution computed directly, added onto `y`: im2col would build `groups` tiny
@@ -1304,6 +1433,78 @@ mod tests {
         let mut y = vec![0.0; g.out_len()];
         conv2d_forward(&g, &x, &w, None, &mut y);
         assert_eq!(y, vec![12.0, 9.0, 15.0, 9.0]);
+    }
+
+    /// The blocked im2col forward (stems with large im2col matrices) against the
+    /// convolution sum written out, with groups, stride, dilation, asymmetric padding,
+    /// a batch, bias or none; blocks split the output rows unevenly.
+    #[test]
+    fn blocked_forward_is_the_convolution_sum() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let g = ConvGeom::new(
+            [2, 16, 83, 81],
+            6,
+            8,
+            [5, 4],
+            [1, 2],
+            [2, 1],
+            [3, 1, 2, 0],
+            2,
+        )
+        .unwrap();
+        assert!(!g.is_pointwise() && g.block_rows() < g.ho && g.ho % g.block_rows() != 0);
+        let x: Vec<f64> = (0..2 * 16 * 83 * 81).map(|_| next()).collect();
+        let w: Vec<f64> = (0..6 * 8 * 5 * 4).map(|_| next()).collect();
+        let bias: Vec<f64> = (0..6).map(|_| next()).collect();
+        let mut want = vec![0.0; g.out_len()];
+        for b in 0..2 {
+            for o in 0..6 {
+                let grp = o / 3;
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let mut sum = bias[o];
+                        for ci in 0..8 {
+                            let c = grp * 8 + ci;
+                            for i in 0..5 {
+                                for j in 0..4 {
+                                    let yy = (oy + 2 * i) as isize - 3;
+                                    let xx = (ox * 2 + j) as isize - 2;
+                                    if (0..83).contains(&yy) && (0..81).contains(&xx) {
+                                        let xv =
+                                            x[((b * 16 + c) * 83 + yy as usize) * 81 + xx as usize];
+                                        sum += xv * w[((o * 8 + ci) * 5 + i) * 4 + j];
+                                    }
+                                }
+                            }
+                        }
+                        want[((b * 6 + o) * g.ho + oy) * g.wo + ox] = sum;
+                    }
+                }
+            }
+        }
+        let mut y = vec![7.0; g.out_len()];
+        conv2d_forward(&g, &x, &w, Some(&bias), &mut y);
+        let err = y
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1e-12, "with bias: {err}");
+        let mut y = vec![7.0; g.out_len()];
+        conv2d_forward(&g, &x, &w, None, &mut y);
+        let err = y
+            .iter()
+            .zip(&want)
+            .enumerate()
+            .fold(0.0f64, |m, (k, (a, b))| {
+                m.max((a - (b - bias[k / g.pixels() % 6])).abs())
+            });
+        assert!(err < 1e-12, "without bias: {err}");
     }
 
     #[test]

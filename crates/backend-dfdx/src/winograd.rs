@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::device::with_scratch;
-use crate::kernels::{matmul_on, ConvGeom, MatRef};
+use crate::kernels::{matmul_on, ConvGeom, MatRef, SharedOut};
 use crate::Elem;
 
 /// Below this many input or output channels the im2col path is as fast (the inner
@@ -568,27 +568,6 @@ fn output_row<E: Elem>(
                 *d += ev[pairs];
             }
         }
-    }
-}
-
-/// The output slice, written concurrently by units of disjoint rows.
-#[derive(Clone, Copy)]
-struct SharedOut<E>(*mut E);
-
-// SAFETY: the pointer is only used through `row`, whose callers guarantee disjoint,
-// in-bounds rows.
-unsafe impl<E: Send> Send for SharedOut<E> {}
-unsafe impl<E: Send> Sync for SharedOut<E> {}
-
-impl<E> SharedOut<E> {
-    /// The `len` elements from `at`.
-    ///
-    /// # Safety
-    /// They lie inside the slice and no other thread accesses them meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    #[inline]
-    unsafe fn row(&self, at: usize, len: usize) -> &mut [E] {
-        std::slice::from_raw_parts_mut(self.0.add(at), len)
     }
 }
 
