@@ -13,16 +13,20 @@ mod sealed {
     use std::cell::Cell;
 
     /// Per-thread scratch buffers (im2col matrices, Winograd tiles) kept between
-    /// calls, so that a layer does not zero-fill megabytes it is about to overwrite.
+    /// calls, so that a layer does not zero-fill megabytes it is about to overwrite;
+    /// and a branch-free select for the kernels' loops.
     pub trait Sealed: Sized {
         /// Takes this thread's scratch buffer (empty if another call holds it).
         fn take_scratch() -> Vec<Self>;
         /// Returns a scratch buffer, keeping the larger of it and what is there.
         fn put_scratch(v: Vec<Self>);
+        /// `if take { a } else { b }` written with bit masks, a form the compiler
+        /// vectorises (a plain `if` in a loop it leaves scalar).
+        fn pick(take: bool, a: Self, b: Self) -> Self;
     }
 
     macro_rules! scratch {
-        ($t:ty, $name:ident) => {
+        ($t:ty, $name:ident, $bits:ty) => {
             thread_local! {
                 static $name: Cell<Vec<$t>> = const { Cell::new(Vec::new()) };
             }
@@ -36,11 +40,16 @@ mod sealed {
                         c.set(if old.len() > v.len() { old } else { v });
                     })
                 }
+                #[inline(always)]
+                fn pick(take: bool, a: Self, b: Self) -> Self {
+                    let mask = (take as $bits).wrapping_neg();
+                    <$t>::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
+                }
             }
         };
     }
-    scratch!(f32, SCRATCH_F32);
-    scratch!(f64, SCRATCH_F64);
+    scratch!(f32, SCRATCH_F32, u32);
+    scratch!(f64, SCRATCH_F64, u64);
 }
 
 /// Element types the backend computes in: `f32` and `f64` (gemm and dfdx support

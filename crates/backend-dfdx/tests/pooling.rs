@@ -72,5 +72,13 @@ proptest! {
             prop_assert!(same(a[i], want[i]), "value {i}: {} vs {}", a[i], want[i]);
             prop_assert_eq!(arg[i], want_arg[i], "switch {}", i);
         }
+        // f32 selects through its own bit masks: the same switches.
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let (mut a32, mut arg32) = (vec![0.0f32; n], vec![0u32; n]);
+        max_pool_forward(&g, &x32, &mut a32, &mut arg32);
+        for i in 0..n {
+            prop_assert!(same(a32[i] as f64, want[i]), "f32 value {i}");
+            prop_assert_eq!(arg32[i], want_arg[i], "f32 switch {}", i);
+        }
     }
 }
