@@ -451,32 +451,46 @@ impl ConvGeom {
     ) {
         let ([kh, kw], sw) = (self.kernel, self.stride[1]);
         let p = oys.len() * self.wo;
+        if p == 0 {
+            return;
+        }
         let plane = &x_img[(group * self.cg() + ci) * self.h * self.w..][..self.h * self.w];
-        for i in 0..kh {
-            for j in 0..kw {
-                let row = &mut rows[(i * kw + j) * p..][..p];
-                let (lo, hi, x0) = self.valid_cols(j);
-                for (r, oy) in oys.clone().enumerate() {
-                    let dst = &mut row[r * self.wo..][..self.wo];
-                    match Self::src(oy, i, self.stride[0], self.dilation[0], self.pad[0], self.h) {
-                        Some(y) if lo < hi => {
-                            let src_row = &plane[y * self.w..][..self.w];
-                            dst[..lo].fill(E::zero());
-                            dst[hi..].fill(E::zero());
-                            let start = (x0 + (lo * sw) as isize) as usize;
-                            if sw == 1 {
-                                dst[lo..hi].copy_from_slice(&src_row[start..start + (hi - lo)]);
-                            } else {
-                                for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                                    *d = src_row[start + k * sw];
-                                }
+        // The input rows these outputs read, split by column phase when the stride is
+        // above 1, so that every kernel tap copies a contiguous run.
+        let (sh, dh, top) = (self.stride[0], self.dilation[0], self.pad[0]);
+        let y_lo = (oys.start * sh).saturating_sub(top).min(self.h);
+        let y_hi = ((oys.end - 1) * sh + (kh - 1) * dh + 1)
+            .saturating_sub(top)
+            .clamp(y_lo, self.h);
+        let rows_in = &plane[y_lo * self.w..y_hi * self.w];
+        let phases = Phases::new(y_hi - y_lo, self.w, sw);
+        with_scratch(phases.len(), |split: &mut [E]| {
+            let src = if sw == 1 {
+                rows_in
+            } else {
+                phases.split(rows_in, split);
+                &split[..]
+            };
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &mut rows[(i * kw + j) * p..][..p];
+                    let (lo, hi, x0) = self.valid_cols(j);
+                    for (r, oy) in oys.clone().enumerate() {
+                        let dst = &mut row[r * self.wo..][..self.wo];
+                        match Self::src(oy, i, sh, dh, top, self.h) {
+                            Some(y) if lo < hi => {
+                                dst[..lo].fill(E::zero());
+                                dst[hi..].fill(E::zero());
+                                let start = (x0 + (lo * sw) as isize) as usize;
+                                let at = phases.at(y - y_lo, start);
+                                dst[lo..hi].copy_from_slice(&src[at..at + (hi - lo)]);
                             }
+                            _ => dst.fill(E::zero()),
                         }
-                        _ => dst.fill(E::zero()),
                     }
                 }
             }
-        }
+        });
     }
 
     /// Output rows per block when the forward pass builds im2col a block of rows at
@@ -571,18 +585,28 @@ pub fn conv2d_forward<E: Elem>(
     bias: Option<&[E]>,
     y: &mut [E],
 ) {
-    let (og, kk, p) = (g.og(), g.kk(), g.pixels());
-    let img_in = g.c_in * g.h * g.w;
-    let img_out = g.c_out * p;
     // The bias is written first and the products added onto it, which saves a pass
     // over the output.
     if let Some(bias) = bias {
         y[..g.out_len()]
-            .par_chunks_mut(p.max(1))
+            .par_chunks_mut(g.pixels().max(1))
             .enumerate()
             .for_each(|(i, plane)| plane.fill(bias[i % g.c_out]));
     }
-    let accumulate = bias.is_some();
+    conv2d_forward_on(g, x, weight, bias.is_some(), y);
+}
+
+/// `y += conv(x, weight)`: for callers that write the bias (or anything else) into
+/// a new output as they allocate it, instead of zero-filling it first.
+pub fn conv2d_forward_add<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
+    conv2d_forward_on(g, x, weight, true, y);
+}
+
+/// `y = [y +] conv(x, weight)`.
+fn conv2d_forward_on<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], accumulate: bool, y: &mut [E]) {
+    let (og, kk, p) = (g.og(), g.kk(), g.pixels());
+    let img_in = g.c_in * g.h * g.w;
+    let img_out = g.c_out * p;
     if g.is_depthwise() && g.groups > 1 {
         if !accumulate {
             y[..g.out_len()].fill(E::zero());
@@ -829,6 +853,29 @@ fn depthwise_unit_stride_backward<E: Elem>(g: &ConvGeom, dy: &[E], weight: &[E],
                 }
             });
         });
+}
+
+/// `planes * plane` values, plane `i` all `value(i)`, written once in parallel into
+/// new memory (a zero-filled vector would be written twice, the zeros serially).
+pub(crate) fn planes_filled<E: Copy + Send + Sync>(
+    planes: usize,
+    plane: usize,
+    value: impl Fn(usize) -> E + Sync,
+) -> Vec<E> {
+    let n = planes * plane;
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let x = value(i);
+            chunk.iter_mut().for_each(|e| {
+                e.write(x);
+            });
+        });
+    // SAFETY: the loop above initialised all n values (the chunks cover 0..n).
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// A plane of `h x w` with its columns split by phase modulo the horizontal stride

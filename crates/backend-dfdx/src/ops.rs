@@ -314,11 +314,12 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 ) -> Result<Tensor4<E, D>> {
     let g = cfg.geometry(dims(x), wshape)?;
     let xs = D::host(x);
-    let mut y = vec![E::zero(); g.out_len()];
-    let b = bias.map(|b| b.as_slice());
+    let mut y = kernels::planes_filled(g.n * g.c_out, g.ho * g.wo, |i| {
+        bias.map_or(E::zero(), |b| b[i % g.c_out])
+    });
     match winograd.filter(|_| Winograd::<E>::applies(&g)) {
-        Some(wg) => wg.forward(&g, &xs, weight, b, &mut y),
-        None => kernels::conv2d_forward(&g, &xs, weight, b, &mut y),
+        Some(wg) => wg.forward_add(&g, &xs, weight, &mut y),
+        None => kernels::conv2d_forward_add(&g, &xs, weight, &mut y),
     }
     Fused::apply(act, &mut y);
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
@@ -399,8 +400,8 @@ pub(crate) fn max_pool_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let [n, c, ..] = dims(x);
     let g = cfg.geometry(dims(x))?;
     let xs = D::host(x);
-    let mut y = vec![E::zero(); g.planes * g.ho * g.wo];
-    let mut arg = vec![0u32; y.len()];
+    let mut y = kernels::planes_filled(g.planes, g.ho * g.wo, |_| E::zero());
+    let mut arg = kernels::planes_filled(g.planes, g.ho * g.wo, |_| 0u32);
     kernels::max_pool_forward(&g, &xs, &mut y, &mut arg);
     let out = tensor4(x.device(), y, [n, c, g.ho, g.wo])?;
     record(tape, &out, &[x], move |dy, _, dx| {

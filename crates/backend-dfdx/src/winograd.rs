@@ -95,6 +95,18 @@ impl<E: Elem> Winograd<E> {
     /// If `g` is not [supported](Winograd::supports) or the slices are shorter than
     /// `g` says.
     pub fn forward(&self, g: &ConvGeom, x: &[E], weight: &[E], bias: Option<&[E]>, y: &mut [E]) {
+        self.forward_on(g, x, weight, bias, y, false)
+    }
+
+    fn forward_on(
+        &self,
+        g: &ConvGeom,
+        x: &[E],
+        weight: &[E],
+        bias: Option<&[E]>,
+        y: &mut [E],
+        add: bool,
+    ) {
         assert!(
             Self::supports(g),
             "Winograd F(2x2, 3x3) needs a 3x3, stride-1, ungrouped convolution"
@@ -113,7 +125,15 @@ impl<E: Elem> Winograd<E> {
             top: -(g.pad[0] as isize),
             left: -(g.pad[2] as isize),
         };
-        plan.run(x, u, bias, y, false);
+        plan.run(x, u, bias, y, add);
+    }
+
+    /// `y += conv(x, weight)`, otherwise as [`Winograd::forward`].
+    ///
+    /// # Panics
+    /// As [`Winograd::forward`].
+    pub fn forward_add(&self, g: &ConvGeom, x: &[E], weight: &[E], y: &mut [E]) {
+        self.forward_on(g, x, weight, None, y, true)
     }
 
     /// `dx += conv_transpose(dy, weight)`: the same correlation with the kernel

@@ -3,7 +3,7 @@
 //! and even sizes, symmetric, asymmetric, zero and wide padding, batches, and channel
 //! counts that are not multiples of the transform's channel blocks.
 
-use attrib_dfdx::kernels::{conv2d_backward_input, conv2d_forward, ConvGeom};
+use attrib_dfdx::kernels::{conv2d_backward_input, conv2d_forward, conv2d_forward_add, ConvGeom};
 use attrib_dfdx::winograd::Winograd;
 use proptest::prelude::*;
 
@@ -49,6 +49,16 @@ fn compare(input: [usize; 4], c_out: usize, pad: [usize; 4], seed: u64) -> [f64;
     let wg = Winograd::default();
     wg.forward(&g, &x, &w, Some(&b), &mut y);
     errs[0] = rel_err(&y, &y_ref);
+    // Adding onto an output that already holds the bias, both ways, gives the same.
+    let biased: Vec<f64> = (0..g.out_len())
+        .map(|i| b[i / (g.ho * g.wo) % c_out])
+        .collect();
+    let (mut y_add, mut y_add_ref) = (biased.clone(), biased);
+    wg.forward_add(&g, &x, &w, &mut y_add);
+    conv2d_forward_add(&g, &x, &w, &mut y_add_ref);
+    errs[0] = errs[0]
+        .max(rel_err(&y_add, &y_ref))
+        .max(rel_err(&y_add_ref, &y_ref));
     // The input gradient adds into what is there.
     let start = values(x.len(), seed + 4);
     let (mut dx_ref, mut dx) = (start.clone(), start);
