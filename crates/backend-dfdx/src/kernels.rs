@@ -36,6 +36,31 @@ fn par_chunks_from<E: Elem>(xs: &mut [E], f: impl Fn(usize, &mut [E]) + Sync) {
     }
 }
 
+/// A new vector of `f(a[i], b[i])`, written once in parallel chunks for long
+/// slices (copying `a` and updating it would write every value twice, the copy
+/// serially).
+pub(crate) fn par_zip_new<E: Elem>(a: &[E], b: &[E], f: impl Fn(E, E) -> E + Sync) -> Vec<E> {
+    let n = a.len().min(b.len());
+    let mut v = Vec::with_capacity(n);
+    let fill = |at: usize, chunk: &mut [std::mem::MaybeUninit<E>]| {
+        for ((d, &x), &y) in chunk.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+            d.write(f(x, y));
+        }
+    };
+    let spare = &mut v.spare_capacity_mut()[..n];
+    if n <= ELEMENTWISE_CHUNK {
+        fill(0, spare);
+    } else {
+        spare
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| fill(i * ELEMENTWISE_CHUNK, c));
+    }
+    // SAFETY: the chunks cover 0..n and each wrote all its values.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// `f(dst[i], &src[i])` for every `i`, in parallel chunks for long slices.
 pub(crate) fn par_map<E: Elem>(dst: &mut [E], src: &[E], f: impl Fn(&mut E, &E) + Sync) {
     par_chunks_from(dst, |at, d| {
@@ -493,6 +518,12 @@ impl ConvGeom {
         });
     }
 
+    /// Whether the forward pass builds im2col a block of output rows at a time.
+    fn blocked(&self) -> bool {
+        let depthwise = self.is_depthwise() && self.groups > 1;
+        !self.is_pointwise() && !depthwise && self.block_rows() < self.ho
+    }
+
     /// Output rows per block when the forward pass builds im2col a block of rows at
     /// a time: the block's matrix stays within [`IM2COL_BLOCK_VALUES`], but covers
     /// at least [`IM2COL_MIN_PIXELS`] outputs so the products stay wide.
@@ -616,8 +647,18 @@ fn conv2d_forward_on<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], accumulate: b
         } else {
             depthwise_forward(g, x, weight, y);
         }
-    } else if !g.is_pointwise() && g.block_rows() < g.ho {
-        im2col_blocks_forward(g, x, weight, accumulate, y);
+    } else if g.blocked() {
+        assert!(y.len() >= g.out_len());
+        // SAFETY: `y` is a live slice of the whole output, borrowed mutably here.
+        unsafe {
+            im2col_blocks_forward(
+                g,
+                x,
+                weight,
+                SharedOut(y.as_mut_ptr()),
+                BlockOutput::Initialised { accumulate },
+            )
+        };
     } else {
         let col_len = if g.is_pointwise() { 0 } else { kk * p };
         for_each_image(
@@ -651,23 +692,38 @@ fn conv2d_forward_on<E: Elem>(g: &ConvGeom, x: &[E], weight: &[E], accumulate: b
     }
 }
 
+/// How [`im2col_blocks_forward`] treats the output.
+enum BlockOutput<'a, E> {
+    /// It holds values the products are added onto (`accumulate`) or overwrite.
+    Initialised { accumulate: bool },
+    /// It is new, uninitialised memory: each block writes the bias (or zeros), adds
+    /// the products and runs `epilogue` on its rows while they are in cache.
+    Fresh {
+        bias: Option<&'a [E]>,
+        epilogue: &'a (dyn Fn(&mut [E]) + Sync),
+    },
+}
+
 /// The forward pass of a convolution whose im2col matrix would not stay in cache
 /// (a stem such as ResNet's 7x7 over 224x224: 7.4 MB per image): each task builds
 /// the matrix of a block of output rows of one image and multiplies it into those
 /// rows, so the matrix is read back from cache, and blocks of all images run in
 /// parallel.
-fn im2col_blocks_forward<E: Elem>(
+///
+/// # Safety
+/// `out` points to `g.out_len()` values, initialised unless `mode` is `Fresh`, that
+/// nothing else accesses meanwhile.
+unsafe fn im2col_blocks_forward<E: Elem>(
     g: &ConvGeom,
     x: &[E],
     weight: &[E],
-    accumulate: bool,
-    y: &mut [E],
+    out: SharedOut<E>,
+    mode: BlockOutput<'_, E>,
 ) {
     let (og, kk, p) = (g.og(), g.kk(), g.pixels());
     let rows = g.block_rows();
     let blocks = g.ho.div_ceil(rows);
-    assert!(y.len() >= g.out_len() && x.len() >= g.n * g.c_in * g.h * g.w);
-    let out = SharedOut(y.as_mut_ptr());
+    assert!(x.len() >= g.n * g.c_in * g.h * g.w);
     (0..g.n * blocks).into_par_iter().for_each(|task| {
         let (b, oy0) = (task / blocks, task % blocks * rows);
         let oys = oy0..(oy0 + rows).min(g.ho);
@@ -679,11 +735,29 @@ fn im2col_blocks_forward<E: Elem>(
                 for ci in 0..g.cg() {
                     g.im2col_channel(x_img, grp, ci, oys.clone(), &mut col[ci * taps * np..]);
                 }
+                // This task alone owns columns `oys` of its image's output rows:
+                // `og` rows of `np` values at pitch `p` from `at`, inside the output.
                 let at = (b * g.c_out + grp * og) * p + oy0 * g.wo;
-                // SAFETY: `y` holds the whole output (asserted); this task alone
-                // writes columns `oys` of its image's rows, and the region gemm
-                // touches, `og` rows of `np` values at pitch `p` from `at`, lies
-                // inside `y`.
+                let row = |o: usize| at + o * p;
+                let accumulate = match mode {
+                    BlockOutput::Initialised { accumulate } => accumulate,
+                    BlockOutput::Fresh { bias, .. } => {
+                        for o in 0..og {
+                            let v = bias.map_or(E::zero(), |bs| bs[grp * og + o]);
+                            // SAFETY: the row segment is this task's (above); it is
+                            // written as possibly uninitialised memory.
+                            let seg = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    out.at(row(o)).cast::<std::mem::MaybeUninit<E>>(),
+                                    np,
+                                )
+                            };
+                            seg.fill(std::mem::MaybeUninit::new(v));
+                        }
+                        true
+                    }
+                };
+                // SAFETY: the region is this task's (above) and initialised now.
                 unsafe {
                     matmul_raw(
                         out.at(at),
@@ -697,9 +771,52 @@ fn im2col_blocks_forward<E: Elem>(
                         false,
                     )
                 };
+                if let BlockOutput::Fresh { epilogue, .. } = mode {
+                    for o in 0..og {
+                        // SAFETY: this task's row segment, initialised above.
+                        epilogue(unsafe { out.row(row(o), np) });
+                    }
+                }
             }
         });
     });
+}
+
+/// `conv(x, weight) + bias` in a new vector, with `epilogue` run over all of it (a
+/// fused rectifier). Convolutions built a block of rows at a time write each block
+/// once, bias, products and epilogue together, into memory never zero-filled.
+pub(crate) fn conv2d_forward_new<E: Elem>(
+    g: &ConvGeom,
+    x: &[E],
+    weight: &[E],
+    bias: Option<&[E]>,
+    epilogue: &(dyn Fn(&mut [E]) + Sync),
+) -> Vec<E> {
+    if g.blocked() {
+        let n = g.out_len();
+        let mut y = Vec::with_capacity(n);
+        // SAFETY: `y` has room for the whole output and nothing else uses it.
+        unsafe {
+            im2col_blocks_forward(
+                g,
+                x,
+                weight,
+                SharedOut(y.as_mut_ptr()),
+                BlockOutput::Fresh { bias, epilogue },
+            )
+        };
+        // SAFETY: the blocks cover every image, output channel, row and column, and
+        // each wrote its values.
+        unsafe { y.set_len(n) };
+        y
+    } else {
+        let mut y = planes_filled(g.n * g.c_out, g.pixels(), |i| {
+            bias.map_or(E::zero(), |b| b[i % g.c_out])
+        });
+        conv2d_forward_add(g, x, weight, &mut y);
+        epilogue(&mut y);
+        y
+    }
 }
 
 /// Depthwise convolution computed directly, added onto `y`: im2col would build `groups` tiny
@@ -1593,7 +1710,7 @@ mod tests {
             2,
         )
         .unwrap();
-        assert!(!g.is_pointwise() && g.block_rows() < g.ho && g.ho % g.block_rows() != 0);
+        assert!(g.blocked() && g.ho % g.block_rows() != 0);
         let x: Vec<f64> = (0..2 * 16 * 83 * 81).map(|_| next()).collect();
         let w: Vec<f64> = (0..6 * 8 * 5 * 4).map(|_| next()).collect();
         let bias: Vec<f64> = (0..6).map(|_| next()).collect();
@@ -1640,6 +1757,14 @@ mod tests {
                 m.max((a - (b - bias[k / g.pixels() % 6])).abs())
             });
         assert!(err < 1e-12, "without bias: {err}");
+        // Into new memory, block by block, with a rectifier as the epilogue.
+        let relu = |s: &mut [f64]| s.iter_mut().for_each(|v| *v = v.max(0.0));
+        let y = conv2d_forward_new(&g, &x, &w, Some(&bias), &relu);
+        let err = y
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b.max(0.0)).abs()));
+        assert!(err < 1e-12, "new, rectified: {err}");
     }
 
     #[test]

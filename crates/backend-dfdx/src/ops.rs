@@ -314,14 +314,20 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
 ) -> Result<Tensor4<E, D>> {
     let g = cfg.geometry(dims(x), wshape)?;
     let xs = D::host(x);
-    let mut y = kernels::planes_filled(g.n * g.c_out, g.ho * g.wo, |i| {
-        bias.map_or(E::zero(), |b| b[i % g.c_out])
-    });
-    match winograd.filter(|_| Winograd::<E>::applies(&g)) {
-        Some(wg) => wg.forward_add(&g, &xs, weight, &mut y),
-        None => kernels::conv2d_forward_add(&g, &xs, weight, &mut y),
-    }
-    Fused::apply(act, &mut y);
+    let b = bias.map(|b| b.as_slice());
+    let y = match winograd.filter(|_| Winograd::<E>::applies(&g)) {
+        Some(wg) => {
+            let mut y = kernels::planes_filled(g.n * g.c_out, g.ho * g.wo, |i| {
+                b.map_or(E::zero(), |b| b[i % g.c_out])
+            });
+            wg.forward_add(&g, &xs, weight, &mut y);
+            Fused::apply(act, &mut y);
+            y
+        }
+        None => {
+            kernels::conv2d_forward_new(&g, &xs, weight, b, &|y: &mut [E]| Fused::apply(act, y))
+        }
+    };
     let out = tensor4(x.device(), y, [g.n, g.c_out, g.ho, g.wo])?;
     let w = weight.clone();
     let winograd = winograd
@@ -514,11 +520,11 @@ pub(crate) fn add_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
             format!("{:?}", dims(b)),
         ));
     }
-    let mut y = D::host(a).into_owned();
-    match act {
-        Some(f) => kernels::par_map(&mut y, &D::host(b), |u, &v| *u = f.kind.apply(*u + v)),
-        None => kernels::par_map(&mut y, &D::host(b), |u, &v| *u += v),
-    }
+    let (ha, hb) = (D::host(a), D::host(b));
+    let y = match act {
+        Some(f) => kernels::par_zip_new(&ha, &hb, |u, v| f.kind.apply(u + v)),
+        None => kernels::par_zip_new(&ha, &hb, |u, v| u + v),
+    };
     let out = tensor4(a.device(), y, dims(a))?;
     record_fused(tape, &out, &[a, b], act, add_into);
     Ok(out)
