@@ -1,7 +1,10 @@
 //! Convolution kernels: forward and input gradient, for the shapes that dominate
-//! ResNet-style networks (3x3 and 1x1 convolutions, depthwise 3x3).
+//! ResNet-style networks (3x3 and 1x1 convolutions, depthwise 3x3); and ResNet's max
+//! pool.
 
-use attrib_dfdx::kernels::{conv2d_backward_input, conv2d_forward, ConvGeom};
+use attrib_dfdx::kernels::{
+    conv2d_backward_input, conv2d_forward, max_pool_forward, ConvGeom, PoolGeom,
+};
 use attrib_dfdx::winograd::Winograd;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -75,6 +78,17 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+    // ResNet's stem pool: 3x3, stride 2, padding 1 over 64 planes of 112x112, on
+    // values with ties (as after a ReLU).
+    let g = PoolGeom::new(64, 112, 112, [3, 3], [2, 2], [1, 1], false).expect("valid pool");
+    let x: Vec<f32> = (0..64 * 112 * 112)
+        .map(|i| ((i * 7919) % 13) as f32 - 4.0)
+        .map(|v: f32| v.max(0.0))
+        .collect();
+    let (mut y, mut arg) = (vec![0.0f32; 64 * 56 * 56], vec![0u32; 64 * 56 * 56]);
+    c.bench_function("max-pool 3x3/2 64x112x112", |b| {
+        b.iter(|| max_pool_forward(&g, &x, &mut y, &mut arg))
+    });
 }
 
 criterion_group!(benches, bench);
