@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
     // ResNet's stem pool: 3x3, stride 2, padding 1 over 64 planes of 112x112, on
     // values with ties (as after a ReLU).
     let g = PoolGeom::new(64, 112, 112, [3, 3], [2, 2], [1, 1], false).expect("valid pool");
-    let x: Vec<f32> = (0..64 * 112 * 112)
+    let x: Vec<f32> = (0..64usize * 112 * 112)
         .map(|i| ((i * 7919) % 13) as f32 - 4.0)
         .map(|v: f32| v.max(0.0))
         .collect();
