@@ -26,7 +26,7 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// `f(start, chunk)` over `xs` in chunks of [`ELEMENTWISE_CHUNK`] starting at
 /// `start`, in parallel when there is more than one; callers index their other
 /// operands from `start`.
-fn par_chunks_from<E: Elem>(xs: &mut [E], f: impl Fn(usize, &mut [E]) + Sync) {
+fn par_chunks_from<T: Send>(xs: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     if xs.len() <= ELEMENTWISE_CHUNK {
         f(0, xs);
     } else {
@@ -42,20 +42,11 @@ fn par_chunks_from<E: Elem>(xs: &mut [E], f: impl Fn(usize, &mut [E]) + Sync) {
 pub(crate) fn par_zip_new<E: Elem>(a: &[E], b: &[E], f: impl Fn(E, E) -> E + Sync) -> Vec<E> {
     let n = a.len().min(b.len());
     let mut v = Vec::with_capacity(n);
-    let fill = |at: usize, chunk: &mut [std::mem::MaybeUninit<E>]| {
+    par_chunks_from(&mut v.spare_capacity_mut()[..n], |at, chunk| {
         for ((d, &x), &y) in chunk.iter_mut().zip(&a[at..]).zip(&b[at..]) {
             d.write(f(x, y));
         }
-    };
-    let spare = &mut v.spare_capacity_mut()[..n];
-    if n <= ELEMENTWISE_CHUNK {
-        fill(0, spare);
-    } else {
-        spare
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .enumerate()
-            .for_each(|(i, c)| fill(i * ELEMENTWISE_CHUNK, c));
-    }
+    });
     // SAFETY: the chunks cover 0..n and each wrote all its values.
     unsafe { v.set_len(n) };
     v
@@ -810,9 +801,7 @@ pub(crate) fn conv2d_forward_new<E: Elem>(
         unsafe { y.set_len(n) };
         y
     } else {
-        let mut y = planes_filled(g.n * g.c_out, g.pixels(), |i| {
-            bias.map_or(E::zero(), |b| b[i % g.c_out])
-        });
+        let mut y = biased_output(g, bias);
         conv2d_forward_add(g, x, weight, &mut y);
         epilogue(&mut y);
         y
@@ -993,6 +982,14 @@ pub(crate) fn planes_filled<E: Copy + Send + Sync>(
     // SAFETY: the loop above initialised all n values (the chunks cover 0..n).
     unsafe { v.set_len(n) };
     v
+}
+
+/// A new output for convolution `g` holding its bias (or zeros), for the products to
+/// be added onto.
+pub(crate) fn biased_output<E: Elem>(g: &ConvGeom, bias: Option<&[E]>) -> Vec<E> {
+    planes_filled(g.n * g.c_out, g.pixels(), |i| {
+        bias.map_or(E::zero(), |b| b[i % g.c_out])
+    })
 }
 
 /// A plane of `h x w` with its columns split by phase modulo the horizontal stride
@@ -1639,8 +1636,21 @@ pub fn linear_backward_weight<E: Elem>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `len` values in [-0.5, 0.5) from an xorshift stream seeded by `seed`.
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+            })
+            .collect()
+    }
 
     #[test]
     fn matmul_transposes() {
@@ -1692,13 +1702,6 @@ mod tests {
     /// a batch, bias or none; blocks split the output rows unevenly.
     #[test]
     fn blocked_forward_is_the_convolution_sum() {
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
         let g = ConvGeom::new(
             [2, 16, 83, 81],
             6,
@@ -1711,9 +1714,9 @@ mod tests {
         )
         .unwrap();
         assert!(g.blocked() && g.ho % g.block_rows() != 0);
-        let x: Vec<f64> = (0..2 * 16 * 83 * 81).map(|_| next()).collect();
-        let w: Vec<f64> = (0..6 * 8 * 5 * 4).map(|_| next()).collect();
-        let bias: Vec<f64> = (0..6).map(|_| next()).collect();
+        let x = values(2 * 16 * 83 * 81, 1);
+        let w = values(6 * 8 * 5 * 4, 2);
+        let bias = values(6, 3);
         let mut want = vec![0.0; g.out_len()];
         for b in 0..2 {
             for o in 0..6 {

@@ -317,9 +317,7 @@ pub(crate) fn conv2d_op<E: Elem, D: KernelDevice<E>, T: Tape<E, D>>(
     let b = bias.map(|b| b.as_slice());
     let y = match winograd.filter(|_| Winograd::<E>::applies(&g)) {
         Some(wg) => {
-            let mut y = kernels::planes_filled(g.n * g.c_out, g.ho * g.wo, |i| {
-                b.map_or(E::zero(), |b| b[i % g.c_out])
-            });
+            let mut y = kernels::biased_output(&g, b);
             wg.forward_add(&g, &xs, weight, &mut y);
             Fused::apply(act, &mut y);
             y

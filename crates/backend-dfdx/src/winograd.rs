@@ -594,19 +594,13 @@ fn output_row<E: Elem>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::values;
 
     /// The two ways of running a layer agree (the integration tests compare the one
     /// each size picks against im2col; this ties the other to it), forward with bias
     /// and accumulating, on odd sizes, batches and padding that units split unevenly.
     #[test]
     fn whole_layer_and_units_agree() {
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
         for (n, ci, co, h, w, top, left) in [
             (1, 16, 24, 9, 7, -1, -1),
             (3, 20, 16, 13, 11, -1, 0),
@@ -623,11 +617,11 @@ mod tests {
                 top,
                 left,
             };
-            let x: Vec<f64> = (0..n * ci * h * w).map(|_| next()).collect();
-            let weight: Vec<f64> = (0..co * ci * 9).map(|_| next()).collect();
-            let bias: Vec<f64> = (0..co).map(|_| next()).collect();
+            let x = values(n * ci * h * w, 1);
+            let weight = values(co * ci * 9, 2);
+            let bias = values(co, 3);
             let u = transform_kernels(&weight, co, ci, false);
-            let start: Vec<f64> = (0..n * co * h * w).map(|_| next()).collect();
+            let start = values(n * co * h * w, 4);
             for add in [false, true] {
                 let (mut a, mut b) = (start.clone(), start.clone());
                 plan.run_layer(&x, &u, Some(&bias), &mut a, add);
