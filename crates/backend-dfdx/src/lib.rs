@@ -15,9 +15,9 @@
 //! [`NetworkBuilder`] assembles networks from named layers (the names are the tap
 //! names); [`Arch`] builds the model zoo (ResNet, VGG, AlexNet, EfficientNet-Lite0)
 //! from PyTorch state dicts, read from safetensors or directly from `.pth` files
-//! ([`WeightMap`]). The CPU is the default device; the `cuda` feature adds dfdx's CUDA device,
-//! on which the same host kernels run with buffers copied to and from the GPU (see
-//! the README for what is verified on a GPU).
+//! by `attrib-io` ([`WeightMap`]). The CPU is the default device; the `cuda` feature
+//! adds dfdx's CUDA device, on which the same host kernels run with buffers copied
+//! to and from the GPU (see the README for what is verified on a GPU).
 //!
 //! [`Rectifier`]: attrib_core::Rectifier
 
@@ -27,7 +27,6 @@ pub mod kernels;
 mod layers;
 mod network;
 pub mod ops;
-mod pth;
 pub mod weights;
 pub mod winograd;
 pub mod zoo;

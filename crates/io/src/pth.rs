@@ -8,7 +8,7 @@ use std::io::Read;
 
 use attrib_core::{Error, Result};
 
-use crate::weights::{DType, RawTensor};
+use crate::tensors::{DType, RawTensor};
 
 fn bad(reason: impl Into<String>) -> Error {
     Error::Weights(format!(
