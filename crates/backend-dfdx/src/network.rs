@@ -440,6 +440,9 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         capture: &[(usize, Capture<E>)],
     ) -> Result<Vec<Option<Tensor4<E, D>>>> {
         let mut values: Vec<Option<Tensor4<E, D>>> = vec![None; self.shapes.len()];
+        // A tap on the input itself: registered first, its capture runs last in the
+        // backward pass, after every consumer of the input has added its share.
+        Self::add_captures(0, &x, capture, tape);
         values[0] = Some(x);
         let last = self.nodes.len();
         let mut i = 0;
@@ -485,17 +488,9 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                     self.layer_forward(layer, &ins, rule, act, &mut NoneTape)?
                 }
             };
-            for (_, cell) in capture.iter().filter(|(cv, _)| *cv == v) {
-                // Pushed after the producer's backward op, so it runs after every
-                // consumer has added its share and before the producer consumes it.
-                let g = out.ghost();
-                let cell = cell.clone();
-                tape.add_backward_op(move |grads| {
-                    let host = D::read_host(grads.get_or_alloc_mut(&g)?)?;
-                    *cell.lock().expect("capture lock") = Some(host);
-                    Ok(())
-                });
-            }
+            // Pushed after the producer's backward op, so it runs after every
+            // consumer has added its share and before the producer consumes it.
+            Self::add_captures(v, &out, capture, tape);
             values[v] = Some(out);
             for &u in &node.inputs {
                 if self.last_use[u] == i && u != 0 && !keep.contains(&u) {
@@ -506,6 +501,25 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         }
         debug_assert!(values[last].is_some());
         Ok(values)
+    }
+
+    /// Registers, for every capture of value `v`, a backward op that copies the
+    /// gradient accumulated at `t` into the capture's cell.
+    fn add_captures(
+        v: usize,
+        t: &Tensor4<E, D>,
+        capture: &[(usize, Capture<E>)],
+        tape: &mut OwnedTape<E, D>,
+    ) {
+        for (_, cell) in capture.iter().filter(|(cv, _)| *cv == v) {
+            let g = t.ghost();
+            let cell = cell.clone();
+            tape.add_backward_op(move |grads| {
+                let host = D::read_host(grads.get_or_alloc_mut(&g)?)?;
+                *cell.lock().expect("capture lock") = Some(host);
+                Ok(())
+            });
+        }
     }
 
     fn to_array4(&self, t: &Tensor4<E, D>) -> Array4<E> {
@@ -606,11 +620,12 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         for ((name, &v), (_, cell)) in req.taps.iter().zip(&tap_values).zip(&captures) {
             let act = values[v].as_ref().expect("taps are kept");
             let activation = self.to_array4(act);
-            let g = cell
-                .lock()
-                .expect("capture lock")
-                .take()
-                .unwrap_or_else(|| vec![E::zero(); activation.len()]);
+            // A gradient that was not computed is an error, never zeros.
+            let g = cell.lock().expect("capture lock").take().ok_or_else(|| {
+                Error::Backend(format!(
+                    "the backward pass did not reach tap `{name}`: its gradient was not computed"
+                ))
+            })?;
             let gradient = Array4::from_shape_vec(activation.dim(), g).map_err(backend)?;
             output.taps.push(TapOutput {
                 name: name.clone(),

@@ -359,7 +359,11 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
             }
         }
     }
+    let (layers, warnings) = layers_and_warnings(&net, &methods, &maps, &settings)?;
     out.commit(&args.out)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let tops = inputs::top_k(&probs, 5);
     let items: Vec<Value> = batch
         .stems
@@ -376,12 +380,60 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         .collect();
     let summary = json!({
         "arch": arch.name(),
-        "layer": args.layer.clone().unwrap_or_else(|| net.default_layer()),
         "methods": methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "layers": layers,
+        "warnings": warnings,
         "items": items,
     });
     println!("{summary}");
     Ok(())
+}
+
+/// The layer each map is at (`null` for maps in input space that use no layer), and
+/// warnings about layers that make a method's map say little.
+fn layers_and_warnings(
+    net: &Network<f32>,
+    methods: &[Method],
+    maps: &[AttributionMap<f32>],
+    s: &Settings,
+) -> Result<(serde_json::Map<String, Value>, Vec<String>)> {
+    let grad_cam_layer = s.layer.clone().unwrap_or_else(|| net.default_layer());
+    let mut layers = serde_json::Map::new();
+    let mut warnings = Vec::new();
+    for (&m, map) in methods.iter().zip(maps) {
+        let layer = match (&map.layout, m) {
+            (MapLayout::Layer { name }, _) => Some(name.clone()),
+            (_, Method::GuidedGradCam) => Some(grad_cam_layer.clone()),
+            _ => None,
+        };
+        if let (Method::Cam, Some(asked), Some(used)) = (m, &s.layer, &layer) {
+            if asked != used {
+                warnings.push(format!(
+                    "cam is defined at the layer feeding the global-average-pool head, `{used}`; --layer {asked} applies to the Grad-CAM methods"
+                ));
+            }
+        }
+        if matches!(
+            m,
+            Method::GradCam | Method::CounterfactualGradCam | Method::GuidedGradCam
+        ) {
+            if let Some(l) = &layer {
+                let [_, h, w] = net.check_layer(l)?.shape;
+                if h == 1 && w == 1 {
+                    warnings.push(format!(
+                        "{} at `{l}`, a 1x1 layer, has no spatial resolution: one value per image (choose a convolutional layer; `attrib layers` lists them)",
+                        m.name()
+                    ));
+                }
+            }
+        }
+        layers.insert(
+            m.name().to_string(),
+            layer.map_or(Value::Null, Value::String),
+        );
+    }
+    warnings.dedup();
+    Ok((layers, warnings))
 }
 
 fn row_title(class: Option<usize>, p: f32) -> String {

@@ -186,7 +186,7 @@ fn explain_images_with_every_method() {
     let items = j["items"].as_array().unwrap();
     assert_eq!(items[0]["target"]["class"], 3);
     assert_eq!(items[1]["target"]["class"], 7);
-    assert_eq!(j["layer"], "layer4");
+    assert_eq!(j["layers"]["grad-cam"], "layer4");
     for f in items[0]["files"].as_array().unwrap() {
         assert!(Path::new(f.as_str().unwrap()).exists(), "{f}");
     }
@@ -304,7 +304,7 @@ fn bad_input_is_one_line_and_leaves_no_files() {
     );
     fails_with(
         run(base(&["--image", &c, "--target", "1,2"])),
-        "expected 1 classes (one per batch item), got 2 classes",
+        "expected 1 class (one per batch item), got 2 classes",
     );
     fails_with(
         run(base(&["--image", &c, "--target", "cat"])),
@@ -323,7 +323,18 @@ fn bad_input_is_one_line_and_leaves_no_files() {
             "--occlusion-window",
             "100",
         ])),
-        "larger than the 64x64 input",
+        "invalid occlusion window: 100x100 is larger than the 64x64 input",
+    );
+    fails_with(
+        run(base(&[
+            "--image",
+            &c,
+            "--method",
+            "occlusion",
+            "--occlusion-stride",
+            "20",
+        ])),
+        "invalid occlusion stride: 20 rows is larger than the window's 16",
     );
     let mut vgg = base(&["--image", &c]);
     vgg[2] = "vgg16".into();
@@ -464,4 +475,57 @@ fn demo_and_grad_cam_on_the_cat() {
         right_edge < mean,
         "background column {right_edge} vs mean {mean}"
     );
+}
+
+#[test]
+fn explain_says_which_layer_each_map_is_at_and_warns() {
+    let dir = tmp("layers");
+    let w = weights().display().to_string();
+    let out = dir.join("out");
+    let (c, o) = (chelsea(), out.to_str().unwrap().to_string());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            &w,
+            "--image",
+            &c,
+            "--size",
+            "64",
+            "--out",
+            &o,
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        attrib(&args)
+    };
+    // CAM is defined at the layer feeding the GAP head, whatever --layer says.
+    let o = run(&["--layer", "layer3.1", "--method", "cam,grad-cam,saliency"]);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let j = ok_json(o);
+    assert_eq!(j["layers"]["cam"], "layer4");
+    assert_eq!(j["layers"]["grad-cam"], "layer3.1");
+    assert_eq!(j["layers"]["saliency"], Value::Null);
+    let note = "cam is defined at the layer feeding the global-average-pool head, `layer4`; --layer layer3.1 applies to the Grad-CAM methods";
+    assert_eq!(j["warnings"][0], note);
+    assert_eq!(stderr.trim_end(), format!("warning: {note}"));
+    // Grad-CAM at a 1x1 layer has no spatial resolution.
+    let o = run(&["--layer", "avgpool", "--method", "grad-cam,guided-grad-cam"]);
+    let j = ok_json(o);
+    assert_eq!(j["layers"]["guided-grad-cam"], "avgpool");
+    let warnings = j["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .starts_with("grad-cam at `avgpool`, a 1x1 layer, has no spatial resolution"),
+        "{warnings:?}"
+    );
+    // Without --layer and at a spatial layer: no warnings.
+    let j = ok_json(run(&["--method", "cam,grad-cam"]));
+    assert_eq!(j["warnings"], serde_json::json!([]));
+    assert_eq!(j["layers"]["cam"], "layer4");
 }

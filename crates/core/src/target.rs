@@ -82,6 +82,19 @@ pub enum Target<F: Scalar> {
     Negated(Box<Target<F>>),
 }
 
+/// `n class` or `n classes`.
+fn classes_text(n: usize) -> String {
+    format!("{n} {}", if n == 1 { "class" } else { "classes" })
+}
+
+fn per_sample_mismatch(items: usize, classes: usize) -> Error {
+    Error::shape(
+        "per-sample target classes",
+        format!("{} (one per batch item)", classes_text(items)),
+        classes_text(classes),
+    )
+}
+
 impl<F: Scalar> Target<F> {
     /// This target with the sign of its seed and value flipped.
     pub fn negated(&self) -> Target<F> {
@@ -105,11 +118,7 @@ impl<F: Scalar> Target<F> {
             Target::TopPredicted => Target::TopPredicted,
             Target::PerSample(cs) => {
                 if cs.len() != n {
-                    return Err(Error::shape(
-                        "per-sample target classes",
-                        format!("{n} classes (one per batch item)"),
-                        format!("{} classes", cs.len()),
-                    ));
+                    return Err(per_sample_mismatch(n, cs.len()));
                 }
                 Target::PerSample(cs[start..end].to_vec())
             }
@@ -162,11 +171,7 @@ impl<F: Scalar> Target<F> {
             Target::Class(c) => one_hot(vec![*c; n]),
             Target::PerSample(cs) => {
                 if cs.len() != n {
-                    return Err(Error::shape(
-                        "per-sample target classes",
-                        format!("{n} classes (one per batch item)"),
-                        format!("{} classes", cs.len()),
-                    ));
+                    return Err(per_sample_mismatch(n, cs.len()));
                 }
                 one_hot(cs.clone())
             }
@@ -312,7 +317,10 @@ mod tests {
             }
         );
         let e = Target::PerSample(vec![0, 1]).resolve(s.view()).unwrap_err();
-        assert!(e.to_string().contains("expected 1 classes"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "shape mismatch for per-sample target classes: expected 1 class (one per batch item), got 2 classes"
+        );
         let e = Target::Seed(array![[1.0f32]])
             .resolve(s.view())
             .unwrap_err();

@@ -7,11 +7,14 @@ use ndarray::{s, Array2, Array3, Array4, ArrayView4};
 /// `baseline` over the image with `stride` (across all channels); each pixel gets the
 /// mean drop `L(I) - L(I_occluded)` over the windows that cover it. `(N, H, W)`.
 ///
-/// Windows start at `0, stride, 2*stride, ...` while they fit, as Captum's
-/// `Occlusion(sliding_window_shapes=(C, h, w), strides=(C, s, s))`, whose per-pixel
-/// value this equals (Captum repeats it over channels). Pixels no window covers (when
-/// the stride does not tile the image) are 0. Occluded copies are evaluated in
-/// forward batches of at most `max_batch` images, which bounds memory.
+/// Windows follow Captum's `Occlusion(sliding_window_shapes=(C, h, w),
+/// strides=(C, sy, sx))`, whose per-pixel value this equals (Captum repeats it over
+/// channels): along an axis of length `D` a window of `k` starts at `0, s, 2s, ...`,
+/// `ceil((D - k) / s) + 1` times, and the last one is cropped at the border when
+/// `(D - k)` is not a multiple of `s`, so every pixel is covered. A stride larger than
+/// the window would skip pixels and is refused, as Captum refuses it, unless the
+/// window spans the whole axis. Occluded copies are evaluated in forward batches of
+/// at most `max_batch` images, which bounds memory.
 #[derive(Clone)]
 pub struct Occlusion {
     window: [usize; 2],
@@ -84,34 +87,63 @@ impl Occlusion {
         self
     }
 
-    /// The number of forward passes (of up to `max_batch` images) an input of `h x w`
-    /// needs per item, for progress reporting.
+    /// The number of occluded images an input of `h x w` needs per item (the
+    /// forward passes are batches of up to `max_batch` of them), for progress
+    /// reporting; 0 when the settings are invalid for that size.
     pub fn windows(&self, h: usize, w: usize) -> usize {
-        let count = |len: usize, k: usize, s: usize| {
-            if k == 0 || s == 0 || k > len {
-                0
-            } else {
-                (len - k) / s + 1
-            }
-        };
-        count(h, self.window[0], self.stride[0]) * count(w, self.window[1], self.stride[1])
+        match self.grid(h, w) {
+            Ok((ys, xs)) => ys.len() * xs.len(),
+            Err(_) => 0,
+        }
     }
 
-    fn check(&self, h: usize, w: usize) -> Result<()> {
-        if self.window.contains(&0) || self.stride.contains(&0) || self.max_batch == 0 {
+    /// Where windows start on an `h x w` input: rows, columns.
+    fn grid(&self, h: usize, w: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+        let [wh, ww] = self.window;
+        if wh > h || ww > w {
+            return Err(Error::param(
+                "occlusion window",
+                format!("{wh}x{ww} is larger than the {h}x{w} input"),
+            ));
+        }
+        Ok((self.starts(0, h)?, self.starts(1, w)?))
+    }
+
+    /// Where windows start along `axis` (0: rows, 1: columns) of length `len`, with
+    /// Captum's count `ceil((len - k) / s) + 1`.
+    fn starts(&self, axis: usize, len: usize) -> Result<Vec<usize>> {
+        let (k, s) = (self.window[axis], self.stride[axis]);
+        let name = ["rows", "columns"][axis];
+        if k == 0 || s == 0 {
             return Err(Error::param(
                 "occlusion",
                 format!(
-                    "window {:?}, stride {:?} and max batch {} must be positive",
-                    self.window, self.stride, self.max_batch
+                    "window {:?} and stride {:?} must be positive",
+                    self.window, self.stride
                 ),
             ));
         }
-        if self.window[0] > h || self.window[1] > w {
+        if k > len {
             return Err(Error::param(
                 "occlusion window",
-                format!("{:?} is larger than the {h}x{w} input", self.window),
+                format!("{k} {name} is larger than the input's {len}"),
             ));
+        }
+        if k < len && s > k {
+            return Err(Error::param(
+                "occlusion stride",
+                format!(
+                    "{s} {name} is larger than the window's {k}: pixels between windows would never be occluded (Captum refuses this too)"
+                ),
+            ));
+        }
+        let n = (len - k).div_ceil(s) + 1;
+        Ok((0..n).map(|i| i * s).collect())
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.max_batch == 0 {
+            return Err(Error::param("occlusion max batch", "must be positive"));
         }
         if !self.baseline.is_finite() {
             return Err(Error::param(
@@ -135,17 +167,19 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
         target: &Target<F>,
     ) -> Result<AttributionMap<F>> {
         let (n, c, h, w) = input.dim();
+        self.check()?;
         let scores = model.forward(input)?;
-        self.check(h, w)?;
+        let (ys, xs) = self.grid(h, w)?;
         let resolved = target.resolve(scores.view())?;
         let [wh, ww] = self.window;
-        let ys: Vec<usize> = (0..=h - wh).step_by(self.stride[0]).collect();
-        let xs: Vec<usize> = (0..=w - ww).step_by(self.stride[1]).collect();
+        // A window's extent, cropped at the border as Captum crops its last one.
+        let rows = |y: usize| y..(y + wh).min(h);
+        let cols = |x: usize| x..(x + ww).min(w);
         let mut count = Array2::<F>::zeros((h, w));
         for &y in &ys {
             for &x in &xs {
                 count
-                    .slice_mut(s![y..y + wh, x..x + ww])
+                    .slice_mut(s![rows(y), cols(x)])
                     .mapv_inplace(|v| v + F::one());
             }
         }
@@ -163,13 +197,13 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
             for (j, &(b, y, x)) in chunk.iter().enumerate() {
                 let mut img = batch.index_axis_mut(ndarray::Axis(0), j);
                 img.assign(&input.index_axis(ndarray::Axis(0), b));
-                img.slice_mut(s![.., y..y + wh, x..x + ww]).fill(baseline);
+                img.slice_mut(s![.., rows(y), cols(x)]).fill(baseline);
             }
             let occluded = model.forward(batch.view())?;
             for (j, &(b, y, x)) in chunk.iter().enumerate() {
                 let drop = resolved.values[b] - resolved.value_at(b, occluded.row(j));
                 total
-                    .slice_mut(s![b, y..y + wh, x..x + ww])
+                    .slice_mut(s![b, rows(y), cols(x)])
                     .mapv_inplace(|v| v + drop);
             }
             done += chunk.len();
@@ -177,10 +211,9 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
                 p(done, jobs.len());
             }
         }
+        // Every pixel is covered by at least one window (see `starts`).
         for mut plane in total.outer_iter_mut() {
-            plane.zip_mut_with(&count, |v, &k| {
-                *v = if k > F::zero() { *v / k } else { F::zero() }
-            });
+            plane.zip_mut_with(&count, |v, &k| *v = *v / k);
         }
         Ok(AttributionMap {
             values: total.into_dyn(),

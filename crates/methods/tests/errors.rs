@@ -195,7 +195,7 @@ fn method_specific_errors() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "invalid occlusion window: [4, 4] is larger than the 3x3 input"
+        "invalid occlusion window: 4x4 is larger than the 3x3 input"
     );
     let e = Occlusion::new(2, 0)
         .attribute(&tiny(), tiny_input().view(), &Target::Class(0))

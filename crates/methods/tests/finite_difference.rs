@@ -1,11 +1,15 @@
 //! The gradients the methods rely on, against central differences in f64: the input
-//! gradient (gradient, saliency) and a tapped layer's gradient (Grad-CAM), the latter
-//! by differentiating the network's upper half with respect to its input.
+//! gradient (gradient, saliency) and a tapped layer's gradient (Grad-CAM) at every
+//! tap position, the input included, by differentiating the network above the tap
+//! with respect to its input.
 
 mod common;
 
-use attrib_core::{Attribution, BackwardRequest, Model, Target};
-use attrib_dfdx::{Conv2d, Conv2dConfig, Linear, Network, NetworkBuilder, Padding};
+use attrib_core::{Attribution, BackwardRequest, LayerTap, Model, RectifierKind, Target};
+use attrib_dfdx::{
+    BatchNorm2d, Conv2d, Conv2dConfig, Layer, Linear, Network, NetworkBuilder, Padding,
+    Pool2dConfig,
+};
 use attrib_methods::{GradCam, Gradient};
 use ndarray::{Array2, Array4, Axis};
 use rand::rngs::StdRng;
@@ -129,4 +133,94 @@ fn tap_gradient_and_grad_cam_weights_match_finite_differences() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     assert!(d < 1e-7, "grad-cam vs finite-difference weights: {d:e}");
+}
+
+/// A chain of layers with a tap at every value, the input included: conv, batch
+/// norm, max pool, ReLU6, conv, ReLU, GAP, flatten, linear.
+fn chain(rng: &mut StdRng) -> Vec<(&'static str, Layer<f64>)> {
+    let mut v = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    let same = Conv2dConfig {
+        padding: Padding::symmetric(1),
+        ..Conv2dConfig::default()
+    };
+    let gamma: Vec<f64> = v(3).into_iter().map(|x| 1.0 + 0.5 * x).collect();
+    let var: Vec<f64> = v(3).into_iter().map(|x| 1.5 + x).collect();
+    let bn = BatchNorm2d::new(&gamma, &v(3), &v(3), &var, 1e-5).unwrap();
+    // Shifted so the ReLU6 clips some values at 6 as well as at 0.
+    let b1: Vec<f64> = v(3).into_iter().map(|b| 3.0 * b).collect();
+    vec![
+        (
+            "conv1",
+            Layer::Conv2d(Conv2d::from_vec(v(3 * 2 * 9), [3, 2, 3, 3], Some(b1), same).unwrap()),
+        ),
+        ("bn1", Layer::BatchNorm2d(bn)),
+        // The pool before the rectifier: a pool over rectified values has ties (at 0
+        // and 6), where the network is not differentiable.
+        ("pool", Layer::MaxPool2d(Pool2dConfig::new(2, 2, 0))),
+        ("relu6", Layer::Rectifier(RectifierKind::Relu6)),
+        (
+            "conv2",
+            Layer::Conv2d(Conv2d::from_vec(v(4 * 3 * 9), [4, 3, 3, 3], Some(v(4)), same).unwrap()),
+        ),
+        ("relu", Layer::Rectifier(RectifierKind::Relu)),
+        ("gap", Layer::AdaptiveAvgPool2d([1, 1])),
+        ("flatten", Layer::Flatten),
+        (
+            "fc",
+            Layer::Linear(Linear::from_vec(v(3 * 4), [3, 4], Some(v(3))).unwrap()),
+        ),
+    ]
+}
+
+fn build(input: [usize; 3], layers: &[(&str, Layer<f64>)], alias_input: bool) -> Network<f64> {
+    let mut b = NetworkBuilder::new(input);
+    if alias_input {
+        b.alias("input").unwrap();
+    }
+    for (name, l) in layers {
+        b.layer(name, l.clone()).unwrap();
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn every_tap_position_has_its_true_gradient() {
+    // Each tap's gradient against central differences of the network above it, for
+    // every position from the input to the classifier's output: a tap whose gradient
+    // was not captured would show up as zeros here.
+    let mut rng = StdRng::seed_from_u64(31);
+    let layers = chain(&mut rng);
+    let full = build([2, 6, 6], &layers, true);
+    let x = Array4::from_shape_simple_fn((2, 2, 6, 6), || rng.gen_range(-2.0..2.0));
+    let target = Target::PerSample(vec![2, 0]);
+    let names: Vec<String> = full.layers().into_iter().map(|l| l.name).collect();
+    assert_eq!(names[0], "input");
+    assert_eq!(names.len(), layers.len() + 1);
+    for (k, name) in names.iter().enumerate() {
+        for with_input_grad in [false, true] {
+            let mut req = BackwardRequest::tap(x.view(), &target, name);
+            req.input_grad = with_input_grad;
+            let out = full.backward(&req).unwrap();
+            let tap = out.tap(name).unwrap();
+            let (_, c, h, w) = tap.activation.dim();
+            let fd = if k == layers.len() {
+                // The output itself: its gradient is the seed.
+                let mut seed = Array4::zeros(tap.activation.dim());
+                seed[[0, 2, 0, 0]] = 1.0;
+                seed[[1, 0, 0, 0]] = 1.0;
+                seed
+            } else {
+                let upper = build([c, h, w], &layers[k..], false);
+                numeric(&tap.activation, |a| {
+                    let s = upper.forward(a.view()).unwrap();
+                    s[[0, 2]] + s[[1, 0]]
+                })
+            };
+            let (d, scale) = max_diff(&tap.gradient, &fd);
+            assert!(
+                scale > 1e-3 && d < 1e-6 * scale,
+                "tap `{name}` (input gradient too: {with_input_grad}): diff {d:e} scale {scale:e}"
+            );
+        }
+    }
 }

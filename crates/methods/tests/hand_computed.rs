@@ -159,14 +159,21 @@ fn occlusion() {
         .attribute(&net, tiny_input().view(), &Target::Class(0))
         .unwrap();
     assert_eq!(occ.values, occ1.values);
-    // Stride 2 with a 2x2 window covers only the top-left 2x2: the rest is 0.
+    // Stride 2 with a 2x2 window on 3 pixels: ceil((3 - 2) / 2) + 1 = 2 windows per
+    // axis, at 0 and 2, the second cropped to one pixel (Captum's convention):
+    // (0,0) drops 1.75 as above; (0,2) zeroes x(0,2) = 2 and x(1,2) = -2, which
+    // only feed rectified-away conv outputs: drop 0; (2,0) zeroes x(2,0) = x(2,1) = 1:
+    // c0(1,0) = 0 + 1 -> 0 lowers A0's mean by 1/4, c1(1,0) = 3 - 1 -> 3 raises A1's
+    // by 1/4, S0 changes by -0.25 + 2 * 0.25: drop -0.25; (2,2) zeroes x(2,2) = 0:
+    // drop 0. Every pixel is covered by exactly one window.
     let occ2 = Occlusion::new(2, 2)
         .attribute(&net, tiny_input().view(), &Target::Class(0))
         .unwrap();
     assert_map(
         &occ2.values,
-        array![[[1.75, 1.75, 0.0], [1.75, 1.75, 0.0], [0.0, 0.0, 0.0]]].into_dyn(),
+        array![[[1.75, 1.75, 0.0], [1.75, 1.75, 0.0], [-0.25, -0.25, 0.0]]].into_dyn(),
     );
+    assert_eq!(Occlusion::new(2, 2).windows(3, 3), 4);
 }
 
 #[test]

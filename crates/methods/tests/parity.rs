@@ -1,5 +1,5 @@
 //! Parity with the reference implementations (Captum, pytorch-grad-cam) on fixtures
-//! written by `tools/reference/generate.py`: relative error `max|a - b| / max|b|`
+//! written by `tools/reference/generate.py` and `edge_cases.py`: relative error `max|a - b| / max|b|`
 //! at most 1e-4 in f32 for every method (1e-3 for pytorch-grad-cam's normalised,
 //! upsampled map).
 
@@ -102,6 +102,7 @@ fn tiny_vgg(map: &WeightMap) -> Network<f32> {
         ..Conv2dConfig::default()
     };
     let mut b = NetworkBuilder::new([3, 32, 32]);
+    b.alias("input").unwrap();
     b.scope("features", |b| {
         b.conv2d(
             "0",
@@ -171,6 +172,51 @@ fn tiny_vgg_with_max_pool_from_safetensors_and_pth() {
         &Target::PerSample(vec![1, 4]),
         Occlusion::new(8, 4),
     );
+}
+
+/// The edges of the claims, against `tools/reference/edge_cases.py`: Captum's
+/// occlusion where the stride does not tile the input (the last window cropped), a
+/// window spanning a whole axis with a larger stride there, a non-zero baseline;
+/// Grad-CAM at the network input and at a 1x1 layer.
+#[test]
+fn edge_cases_match_captum() {
+    let map = WeightMap::load(&root().join("fixtures/reference/tiny_vgg.safetensors")).unwrap();
+    let net = tiny_vgg(&map);
+    let x = input("tiny_vgg.input");
+    let target = Target::PerSample(vec![1, 4]);
+    let cases = [
+        ("7x5-s3x4", [7, 5], [3, 4], 0.0),
+        ("32x6-s40x5-b0.5", [32, 6], [40, 5], 0.5),
+        ("3x3-s2", [3, 3], [2, 2], 0.0),
+    ];
+    for (name, [wh, ww], [sh, sw], base) in cases {
+        let occ = Occlusion::new(1, 1)
+            .window(wh, ww)
+            .stride(sh, sw)
+            .baseline(base)
+            .attribute(&net, x.view(), &target)
+            .unwrap();
+        let e = rel_err(&occ.values, &fixture(&format!("tiny_vgg.occlusion-{name}")));
+        eprintln!("occlusion {name}: relative error {e:.1e}");
+        assert!(e <= 1e-4, "occlusion {name}: relative error {e:e}");
+    }
+    let gc = GradCam::new()
+        .layer("input")
+        .attribute(&net, x.view(), &target)
+        .unwrap();
+    let e = rel_err(&gc.values, &fixture("tiny_vgg.grad-cam-input"));
+    eprintln!("grad-cam at the input: relative error {e:.1e}");
+    assert!(e <= 1e-4, "grad-cam at the input: relative error {e:e}");
+    let r18 = Arch::Resnet18.synthetic::<f32>(0, 10).unwrap();
+    let xr = input("resnet18.input");
+    let gc = GradCam::new()
+        .layer("avgpool")
+        .attribute(&r18, xr.view(), &Target::PerSample(vec![3, 7]))
+        .unwrap();
+    assert_eq!(gc.values.shape(), &[2, 1, 1]);
+    let e = rel_err(&gc.values, &fixture("resnet18.grad-cam-avgpool"));
+    eprintln!("grad-cam at avgpool (1x1): relative error {e:.1e}");
+    assert!(e <= 1e-4, "grad-cam at avgpool: relative error {e:e}");
 }
 
 /// The pretrained EfficientNet-Lite0 fetched by `scripts/fetch-weights`. CI sets
