@@ -340,7 +340,7 @@ impl ConvGeom {
                 format!("groups {groups}, stride {stride:?}, dilation {dilation:?} and kernel {kernel:?} must be positive"),
             ));
         }
-        if c_in % groups != 0 || c_out % groups != 0 || weight_in * groups != c_in {
+        if c_in % groups != 0 || !c_out.is_multiple_of(groups) || weight_in * groups != c_in {
             return Err(Error::shape(
                 "conv2d input channels",
                 format!(
@@ -1713,7 +1713,7 @@ pub(crate) mod tests {
             2,
         )
         .unwrap();
-        assert!(g.blocked() && g.ho % g.block_rows() != 0);
+        assert!(g.blocked() && !g.ho.is_multiple_of(g.block_rows()));
         let x = values(2 * 16 * 83 * 81, 1);
         let w = values(6 * 8 * 5 * 4, 2);
         let bias = values(6, 3);

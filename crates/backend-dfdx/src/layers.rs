@@ -56,7 +56,7 @@ impl<E: Elem> Conv2d<E> {
                 ));
             }
         }
-        if cfg.groups == 0 || shape[0] % cfg.groups != 0 {
+        if cfg.groups == 0 || !shape[0].is_multiple_of(cfg.groups) {
             return Err(Error::param(
                 "conv2d groups",
                 format!(

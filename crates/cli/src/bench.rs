@@ -63,6 +63,23 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "--batch, --size and --iters must be positive",
         ));
     }
+    if args.size > crate::inputs::MAX_SIZE {
+        return Err(Error::param(
+            "--size",
+            format!("{} is outside 1..={}", args.size, crate::inputs::MAX_SIZE),
+        ));
+    }
+    // The input alone: more than 1 GiB of f32 is a typo, not a benchmark.
+    const MAX_INPUT: usize = 1 << 28;
+    if args.batch.saturating_mul(3 * args.size * args.size) > MAX_INPUT {
+        return Err(Error::param(
+            "--batch",
+            format!(
+                "{} images of {}x{} exceed the {MAX_INPUT} input values a bench may take",
+                args.batch, args.size, args.size
+            ),
+        ));
+    }
     let arch: Arch = args.arch.parse()?;
     let net = arch.synthetic::<f32>(0, 1000)?;
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(n, c, i, j)| {

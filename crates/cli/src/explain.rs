@@ -287,7 +287,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     if let Some(l) = &args.layer {
         net.check_layer(l)?;
     }
-    let batch = inputs::load_batch(&args.source)?;
+    let batch = inputs::load_batch(&args.source, net.input_shape()[0])?;
     let scores = net.forward(batch.x.view())?;
     let resolved = target.resolve(scores.view())?;
     let probs = inputs::softmax(&scores);
@@ -480,11 +480,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     );
     let mut summary = Vec::new();
     for (stem, bytes) in PHOTOS {
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| Error::Backend(format!("bundled photo {stem}: {e}")))?;
-        let chw = imagenet::image_to_chw(&img);
-        let x1 = imagenet::preprocess(&chw, 224);
-        let photo = attrib_core::resample::resize_bilinear(chw.view(), 224, 224);
+        let img = attrib_io::image::decode_rgb8(bytes, stem, &attrib_io::Limits::default())?;
+        let photo = imagenet::resize_rgb(&img, 224);
+        let x1 = imagenet::normalize(&photo);
         let probs = inputs::softmax(&net.forward(x1.view())?);
         let top = inputs::top_k(&probs, 5).remove(0);
         let classes = [top[0].0, top[1].0];

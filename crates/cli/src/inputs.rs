@@ -23,7 +23,7 @@ pub struct Source {
     /// A float32 NCHW .npy tensor, used as is.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Image side after resizing.
+    /// Image side after resizing (1 to 4096).
     #[arg(long, default_value_t = 224)]
     pub size: usize,
 }
@@ -50,12 +50,22 @@ pub fn load_model(arch: &str, weights: &Path) -> Result<(Arch, Network<f32>)> {
     Ok((arch, arch.load::<f32>(weights)?))
 }
 
-pub fn load_batch(src: &Source) -> Result<Batch> {
-    if src.size == 0 {
-        return Err(Error::param("--size", "must be positive"));
+/// The largest `--size`: activations grow with its square (a ResNet-50 at 4096 needs
+/// some 10 GB), and resizing to more than this is a typo, not a request.
+pub const MAX_SIZE: usize = 4096;
+
+/// Reads the batch for a model taking `channels` input channels. Errors name the file
+/// and what is wrong; nothing here allocates on a file's say-so before checking it
+/// (`attrib_io`'s limits).
+pub fn load_batch(src: &Source, channels: usize) -> Result<Batch> {
+    if src.size == 0 || src.size > MAX_SIZE {
+        return Err(Error::param(
+            "--size",
+            format!("{} is outside 1..={MAX_SIZE}", src.size),
+        ));
     }
     if let Some(path) = &src.input {
-        let a = attrib_viz::io::read_npy(path)?;
+        let a = attrib_io::npy::read_f32(path)?;
         let shape = a.shape().to_vec();
         let x = a.into_dimensionality::<Ix4>().map_err(|_| {
             Error::shape(
@@ -63,6 +73,18 @@ pub fn load_batch(src: &Source) -> Result<Batch> {
                 "(N, C, H, W)",
                 format!("{shape:?}"),
             )
+        })?;
+        attrib_core::check_input(&x.view(), channels).map_err(|e| match e {
+            Error::ShapeMismatch {
+                what,
+                expected,
+                got,
+            } => Error::ShapeMismatch {
+                what: format!("{} (--input): {what}", path.display()),
+                expected,
+                got,
+            },
+            other => other,
         })?;
         let s = stem(path);
         let n = x.dim().0;
@@ -92,21 +114,22 @@ pub fn load_batch(src: &Source) -> Result<Batch> {
             photos,
         });
     }
+    if channels != 3 {
+        return Err(Error::shape(
+            "--image",
+            format!("a model taking RGB (3 channels); this one takes {channels}"),
+            "an RGB image",
+        ));
+    }
     let mut items = Vec::new();
     let mut photos = Vec::new();
     let mut stems = Vec::new();
     for p in &src.image {
-        let img = image::open(p).map_err(|e| Error::Io {
-            path: p.display().to_string(),
-            reason: format!("cannot read the image: {e}"),
-        })?;
-        let chw = imagenet::image_to_chw(&img);
-        items.push(imagenet::preprocess(&chw, src.size));
-        photos.push(attrib_core::resample::resize_bilinear(
-            chw.view(),
-            src.size,
-            src.size,
-        ));
+        let img = attrib_io::image::read_rgb8(p)?;
+        let photo = imagenet::resize_rgb(&img, src.size);
+        drop(img);
+        items.push(imagenet::normalize(&photo));
+        photos.push(photo);
         stems.push(stem(p));
     }
     let mut seen = std::collections::HashSet::new();
@@ -172,7 +195,7 @@ pub struct PredictArgs {
 
 pub fn predict(args: PredictArgs) -> Result<()> {
     let (arch, net) = load_model(&args.source.arch, &args.source.weights)?;
-    let batch = load_batch(&args.source)?;
+    let batch = load_batch(&args.source, net.input_shape()[0])?;
     let probs = softmax(&net.forward(batch.x.view())?);
     let items: Vec<Value> = top_k(&probs, args.topk.max(1))
         .iter()

@@ -1,9 +1,11 @@
-//! Output files, staged in memory and written together: a run that fails leaves no
-//! file behind, and each file appears whole (temporary name, then rename).
+//! Output files, staged in memory and committed together into one folder: all of a
+//! run's files appear or none do, an earlier run's files survive a failed one, and
+//! two runs writing into one folder take turns (see `attrib_io::fs::commit_files`).
 
 use std::path::{Path, PathBuf};
 
-use attrib_core::{Error, Result};
+use attrib_core::Result;
+use attrib_io::fs::{commit_files, Writer};
 use image::RgbImage;
 use ndarray::ArrayD;
 
@@ -32,32 +34,29 @@ impl Outputs {
         self.files.push((name, Content::Text(t)));
     }
 
-    /// Writes everything into `dir` (created if needed); on any failure removes what
-    /// this call wrote and returns the error. Returns the paths written.
+    /// Writes everything into `dir` (created if needed), all or nothing. Returns the
+    /// paths written.
     pub fn commit(self, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut written = Vec::new();
-        for (name, content) in self.files {
-            let path = dir.join(&name);
-            let r = match &content {
-                Content::Png(img) => attrib_viz::io::write_png(&path, img),
-                Content::Npy(a) => attrib_viz::io::write_npy(&path, a),
-                Content::Text(t) => attrib_viz::io::write_atomic(&path, |f| {
-                    use std::io::Write;
-                    f.write_all(t.as_bytes()).map_err(|e| e.to_string())
-                }),
-            };
-            if let Err(e) = r {
-                for p in &written {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e);
-            }
-            written.push(path);
-        }
-        Ok(written)
+        let writers: Vec<(String, Writer<'_>)> = self
+            .files
+            .iter()
+            .map(|(name, content)| {
+                let w: Writer<'_> = match content {
+                    Content::Png(img) => Box::new(move |f| attrib_viz::io::encode_png(img, f)),
+                    Content::Npy(a) => Box::new(move |f| attrib_viz::io::encode_npy(a, f)),
+                    Content::Text(t) => Box::new(move |f| {
+                        use std::io::Write;
+                        f.write_all(t.as_bytes())
+                    }),
+                };
+                (name.clone(), w)
+            })
+            .collect();
+        commit_files(dir, writers, || {
+            eprintln!(
+                "waiting for another attrib run to finish writing into {}",
+                dir.display()
+            )
+        })
     }
 }

@@ -119,7 +119,7 @@ fn convert_reads_pth_and_writes_safetensors() {
     let target = dir.join("never.safetensors");
     fails_with(
         attrib(&["convert", bad.to_str().unwrap(), target.to_str().unwrap()]),
-        "not a safetensors file or PyTorch checkpoint",
+        "unrecognised format: not safetensors, nor a PyTorch checkpoint (zip or legacy); the file starts with [6e 6f 74 20 61 20 63 68]",
     );
     assert!(!target.exists());
 }

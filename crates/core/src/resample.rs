@@ -21,6 +21,20 @@ fn source(dst: usize, input: usize, output: usize) -> (usize, usize, f64) {
 /// Empty input dimensions give an all-zero output.
 pub fn resize_bilinear<F: Scalar>(maps: ArrayView3<F>, out_h: usize, out_w: usize) -> Array3<F> {
     let (n, h, w) = maps.dim();
+    resize_bilinear_from(n, h, w, out_h, out_w, |b, y, x| maps[[b, y, x]])
+}
+
+/// [`resize_bilinear`] of `n` planes of `h x w` values read through `at(plane, y, x)`:
+/// resizes a source that is not an array of `F` (an 8-bit image, say) without first
+/// copying it whole into one.
+pub fn resize_bilinear_from<F: Scalar>(
+    n: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    at: impl Fn(usize, usize, usize) -> F,
+) -> Array3<F> {
     let mut out = Array3::zeros((n, out_h, out_w));
     if h == 0 || w == 0 {
         return out;
@@ -32,8 +46,8 @@ pub fn resize_bilinear<F: Scalar>(maps: ArrayView3<F>, out_h: usize, out_w: usiz
             let ly = F::of(ly);
             for (x, &(x0, x1, lx)) in cols.iter().enumerate() {
                 let lx = F::of(lx);
-                let top = maps[[b, y0, x0]] * (F::one() - lx) + maps[[b, y0, x1]] * lx;
-                let bottom = maps[[b, y1, x0]] * (F::one() - lx) + maps[[b, y1, x1]] * lx;
+                let top = at(b, y0, x0) * (F::one() - lx) + at(b, y0, x1) * lx;
+                let bottom = at(b, y1, x0) * (F::one() - lx) + at(b, y1, x1) * lx;
                 out[[b, y, x]] = top * (F::one() - ly) + bottom * ly;
             }
         }

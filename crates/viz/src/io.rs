@@ -1,68 +1,48 @@
-//! Files: PNG images and `.npy` arrays, written atomically (to a temporary file in the
-//! same folder, then renamed) so that a failed run never leaves a half-written file.
+//! Files: PNG images and `.npy` arrays, encoded into any writer, or written atomically
+//! (to a temporary file in the same folder, then renamed) so that a failed run never
+//! leaves a half-written file. Reading untrusted `.npy` files is `attrib-io`'s job.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
-use attrib_core::{Error, Result};
+use attrib_core::Result;
+use attrib_io::fs::write_atomic;
 use image::RgbImage;
 use ndarray::{ArrayD, ArrayView3, Axis};
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use ndarray_npy::WriteNpyExt;
 
 use crate::Colormap;
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+/// Encodes `array` as a little-endian `.npy` file numpy reads.
+pub fn encode_npy(array: &ArrayD<f32>, out: impl Write) -> std::io::Result<()> {
+    array
+        .write_npy(std::io::BufWriter::new(out))
+        .map_err(std::io::Error::other)
 }
 
-/// Writes via a sibling temporary file and a rename.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut fs::File) -> std::result::Result<(), String>,
-) -> Result<()> {
-    let tmp: PathBuf = {
-        let mut name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(format!(".partial-{}", std::process::id()));
-        path.with_file_name(name)
-    };
-    let result = fs::File::create(&tmp)
-        .map_err(|e| e.to_string())
-        .and_then(|mut f| write(&mut f).and_then(|_| f.sync_all().map_err(|e| e.to_string())))
-        .and_then(|_| fs::rename(&tmp, path).map_err(|e| e.to_string()));
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path, e));
-    }
-    Ok(())
+/// Encodes an RGB image as PNG.
+pub fn encode_png(img: &RgbImage, out: impl Write) -> std::io::Result<()> {
+    use image::ImageEncoder;
+    let mut w = std::io::BufWriter::new(out);
+    image::codecs::png::PngEncoder::new(&mut w)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(std::io::Error::other)?;
+    w.flush()
 }
 
-/// Writes `array` as a little-endian `.npy` file numpy reads.
+/// Writes `array` as a `.npy` file, atomically.
 pub fn write_npy(path: &Path, array: &ArrayD<f32>) -> Result<()> {
-    write_atomic(path, |f| {
-        array
-            .write_npy(std::io::BufWriter::new(f))
-            .map_err(|e| e.to_string())
-    })
+    write_atomic(path, |f| encode_npy(array, f))
 }
 
-/// Reads a float32 `.npy` file of any shape.
-pub fn read_npy(path: &Path) -> Result<ArrayD<f32>> {
-    let f = fs::File::open(path).map_err(|e| io_err(path, e))?;
-    ArrayD::<f32>::read_npy(f).map_err(|e| io_err(path, format!("not a float32 .npy array: {e}")))
-}
-
-/// Writes an RGB image as PNG.
+/// Writes an RGB image as PNG, atomically.
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    write_atomic(path, |f| {
-        img.write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png)
-            .map_err(|e| e.to_string())
-    })
+    write_atomic(path, |f| encode_png(img, f))
 }
 
 /// Renders a `(3, H, W)` array of `[0, 1]` values (channel-first) as an image.
@@ -92,6 +72,9 @@ pub fn colormap_image(map: ndarray::ArrayView2<f32>, cmap: Colormap) -> RgbImage
 mod tests {
     use super::*;
 
+    use attrib_core::Error;
+    use std::fs;
+
     #[test]
     fn npy_round_trip_and_no_partial_files() {
         let dir = std::env::temp_dir().join(format!("attrib-viz-test-{}", std::process::id()));
@@ -100,7 +83,7 @@ mod tests {
             .into_dyn();
         let p = dir.join("a.npy");
         write_npy(&p, &a).unwrap();
-        assert_eq!(read_npy(&p).unwrap(), a);
+        assert_eq!(attrib_io::npy::read_f32(&p).unwrap(), a);
         let bytes = fs::read(&p).unwrap();
         assert_eq!(&bytes[..6], b"\x93NUMPY");
         // A write into a missing folder fails cleanly and leaves nothing behind.
