@@ -22,21 +22,20 @@
 //! [`Rectifier`]: attrib_core::Rectifier
 
 mod device;
-pub mod imagenet;
+mod graph;
 pub mod kernels;
-mod layers;
-mod network;
 pub mod ops;
 pub mod weights;
-pub mod winograd;
 pub mod zoo;
+
+pub use kernels::winograd;
+pub use zoo::imagenet;
 
 pub use device::{Elem, KernelDevice};
 pub use dfdx::tensor::Cpu;
 #[cfg(feature = "cuda")]
 pub use dfdx::tensor::Cuda;
-pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
-pub use network::{Network, NetworkBuilder, ValueId};
+pub use graph::{BatchNorm2d, Conv2d, Layer, Linear, Network, NetworkBuilder, ValueId};
 pub use ops::{Conv2dConfig, Padding, Pool2dConfig};
 pub use weights::{ParamKind, ParamSource, Recording, StrictWeights, Synthetic, WeightMap};
 pub use zoo::Arch;

@@ -15,8 +15,8 @@
 
 use rayon::prelude::*;
 
+use super::{matmul_on, ConvGeom, MatRef, SharedOut};
 use crate::device::with_scratch;
-use crate::kernels::{matmul_on, ConvGeom, MatRef, SharedOut};
 use crate::Elem;
 
 /// Below this many input or output channels the im2col path is as fast (the inner

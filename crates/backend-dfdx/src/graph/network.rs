@@ -11,7 +11,7 @@ use attrib_core::{
 use dfdx::tensor::{Cpu, NoneTape, OwnedTape, PutTape, Tape};
 use ndarray::{Array2, Array4, ArrayView4};
 
-use crate::layers::{BatchNorm2d, Conv2d, Layer, Linear};
+use super::layers::{BatchNorm2d, Conv2d, Layer, Linear};
 use crate::ops::{self, backend, tensor4, Pool2dConfig, Tensor4};
 use crate::{Elem, KernelDevice};
 

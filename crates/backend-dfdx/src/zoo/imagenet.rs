@@ -16,7 +16,7 @@ static CLASSES: OnceLock<Vec<&'static str>> = OnceLock::new();
 /// The 1000 ImageNet-1k class names, by index (torchvision's list).
 pub fn classes() -> &'static [&'static str] {
     CLASSES.get_or_init(|| {
-        include_str!("../data/imagenet_classes.txt")
+        include_str!("../../data/imagenet_classes.txt")
             .lines()
             .collect()
     })

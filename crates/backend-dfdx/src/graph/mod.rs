@@ -1,0 +1,8 @@
+//! Networks as graphs of named layers: the builder, the layers and the executor that
+//! turns one `BackwardRequest` into one forward and one backward pass on the tape.
+
+mod layers;
+mod network;
+
+pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
+pub use network::{Network, NetworkBuilder, ValueId};

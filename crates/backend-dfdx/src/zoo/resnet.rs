@@ -1,0 +1,67 @@
+//! torchvision's ResNet-18/34/50 (basic and bottleneck blocks).
+
+use attrib_core::Result;
+
+use super::params::{conv_cfg, Params, TORCH_BN_EPS};
+use crate::{Elem, Pool2dConfig};
+
+pub(super) fn resnet<E: Elem>(
+    p: &mut Params<'_, E>,
+    blocks: [usize; 4],
+    bottleneck: bool,
+    classes: usize,
+) -> Result<()> {
+    p.conv("conv1", [64, 3, 7, 7], false, conv_cfg(2, 3))?;
+    p.bn("bn1", 64, TORCH_BN_EPS)?;
+    p.b.relu("relu")?;
+    p.b.max_pool("maxpool", Pool2dConfig::new(3, 2, 1))?;
+    let expansion = if bottleneck { 4 } else { 1 };
+    let mut inplanes = 64;
+    for (li, (&n, planes)) in blocks.iter().zip([64usize, 128, 256, 512]).enumerate() {
+        let stride = if li == 0 { 1 } else { 2 };
+        p.scope(&format!("layer{}", li + 1), |p| {
+            for bi in 0..n {
+                let s = if bi == 0 { stride } else { 1 };
+                let inp = inplanes;
+                p.scope(&bi.to_string(), |p| {
+                    let skip = p.b.current();
+                    if bottleneck {
+                        p.conv("conv1", [planes, inp, 1, 1], false, conv_cfg(1, 0))?;
+                        p.bn("bn1", planes, TORCH_BN_EPS)?;
+                        p.b.relu("relu1")?;
+                        p.conv("conv2", [planes, planes, 3, 3], false, conv_cfg(s, 1))?;
+                        p.bn("bn2", planes, TORCH_BN_EPS)?;
+                        p.b.relu("relu2")?;
+                        p.conv("conv3", [planes * 4, planes, 1, 1], false, conv_cfg(1, 0))?;
+                        p.bn("bn3", planes * 4, TORCH_BN_EPS)?;
+                    } else {
+                        p.conv("conv1", [planes, inp, 3, 3], false, conv_cfg(s, 1))?;
+                        p.bn("bn1", planes, TORCH_BN_EPS)?;
+                        p.b.relu("relu1")?;
+                        p.conv("conv2", [planes, planes, 3, 3], false, conv_cfg(1, 1))?;
+                        p.bn("bn2", planes, TORCH_BN_EPS)?;
+                    }
+                    let main = p.b.current();
+                    let out = planes * expansion;
+                    let short = if s != 1 || inp != out {
+                        p.b.set_current(skip);
+                        p.conv("downsample.0", [out, inp, 1, 1], false, conv_cfg(s, 0))?;
+                        p.bn("downsample.1", out, TORCH_BN_EPS)?;
+                        p.b.current()
+                    } else {
+                        skip
+                    };
+                    p.b.set_current(main);
+                    p.b.add("add", short)?;
+                    p.b.relu("relu")?;
+                    Ok(())
+                })?;
+                inplanes = planes * expansion;
+            }
+            Ok(())
+        })?;
+    }
+    p.b.global_avg_pool("avgpool")?;
+    p.b.flatten("flatten")?;
+    p.linear("fc", classes, 512 * expansion)
+}
