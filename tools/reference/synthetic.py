@@ -44,7 +44,8 @@ def values(key, shape, kind, seed=0):
 
 
 def load_synthetic(model, seed=0):
-    """Overwrites every conv, linear and batch-norm parameter and statistic."""
+    """Overwrites every conv, linear, batch-norm (1-d and 2-d), embedding and LSTM
+    parameter and statistic."""
     with torch.no_grad():
         for name, m in model.named_modules():
             p = name + "." if name else ""
@@ -52,7 +53,13 @@ def load_synthetic(model, seed=0):
                 m.weight.copy_(torch.from_numpy(values(p + "weight", tuple(m.weight.shape), "weight", seed)))
                 if m.bias is not None:
                     m.bias.copy_(torch.from_numpy(values(p + "bias", tuple(m.bias.shape), "bias", seed)))
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, nn.Embedding):
+                m.weight.copy_(torch.from_numpy(values(p + "weight", tuple(m.weight.shape), "weight", seed)))
+            elif isinstance(m, nn.LSTM):
+                for pname, param in m.named_parameters():
+                    kind = "weight" if pname.startswith("weight") else "bias"
+                    param.copy_(torch.from_numpy(values(p + pname, tuple(param.shape), kind, seed)))
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 c = (m.num_features,)
                 m.weight.copy_(torch.from_numpy(values(p + "weight", c, "bn_weight", seed)))
                 m.bias.copy_(torch.from_numpy(values(p + "bias", c, "bn_bias", seed)))

@@ -35,7 +35,9 @@ pub use device::{Elem, KernelDevice};
 pub use dfdx::tensor::Cpu;
 #[cfg(feature = "cuda")]
 pub use dfdx::tensor::Cuda;
-pub use graph::{BatchNorm2d, Conv2d, Layer, Linear, Network, NetworkBuilder, ValueId};
+pub use graph::{
+    BatchNorm2d, Conv2d, Head, Identity, Layer, Linear, Network, NetworkBuilder, ValueId, WithHead,
+};
 pub use ops::{Conv2dConfig, Padding, Pool2dConfig};
 pub use weights::{ParamKind, ParamSource, Recording, StrictWeights, Synthetic, WeightMap};
 pub use zoo::Arch;

@@ -35,6 +35,16 @@ pub enum Error {
         num_classes: usize,
     },
 
+    /// A target on an output the model leaves undefined for an item (NaN): a step
+    /// beyond an item's caption, say, in a batch of captions of different lengths.
+    #[error("output {output} of batch item {item} is not defined for that item (e.g. a step beyond its caption); explain only outputs it has")]
+    UndefinedOutput {
+        /// The batch item.
+        item: usize,
+        /// The output index.
+        output: usize,
+    },
+
     /// A batch with no items.
     #[error("empty batch: the input has no items")]
     EmptyBatch,

@@ -109,6 +109,23 @@ pub trait Model<F: Scalar> {
 
     /// One backward pass as described by `req`.
     fn backward(&self, req: &BackwardRequest<'_, F>) -> Result<BackwardOutput<F>>;
+
+    /// Scores `(M, K)` for inputs that stand for items of the batch being explained:
+    /// row `j` of `input` is a variant (an occluded copy, say) of item `items[j]`.
+    /// A model conditioned on a query per item (a caption, a question) pairs each
+    /// row with its item's query; any other model ignores `items` (the default).
+    /// Methods that evaluate perturbed copies of the items call this, never
+    /// [`Model::forward`], so they work on both kinds.
+    fn forward_items(&self, input: ArrayView4<F>, items: &[usize]) -> Result<Array2<F>> {
+        if items.len() != input.dim().0 {
+            return Err(Error::shape(
+                "items of the rows",
+                input.dim().0,
+                items.len(),
+            ));
+        }
+        self.forward(input)
+    }
 }
 
 /// A tappable layer.

@@ -155,6 +155,9 @@ impl<F: Scalar> Target<F> {
                         num_classes: k,
                     });
                 }
+                if scores[[item, c]].is_nan() {
+                    return Err(Error::UndefinedOutput { item, output: c });
+                }
                 seed[[item, c]] = F::one();
             }
             let values =
@@ -205,7 +208,19 @@ impl<F: Scalar> Target<F> {
                         format!("contains non-finite value {bad}"),
                     ));
                 }
-                let values = (seed * &scores).sum_axis(ndarray::Axis(1));
+                // Outputs a model leaves undefined (NaN) may be skipped with a zero
+                // seed; a non-zero seed on one is an error.
+                for (((item, output), &w), &v) in seed.indexed_iter().zip(scores.iter()) {
+                    if w != F::zero() && v.is_nan() {
+                        return Err(Error::UndefinedOutput { item, output });
+                    }
+                }
+                let values = Array1::from_iter(
+                    seed.rows()
+                        .into_iter()
+                        .zip(scores.rows())
+                        .map(|(w, s)| seeded_sum(w, s)),
+                );
                 Ok(ResolvedTarget {
                     seed: seed.clone(),
                     values,
@@ -248,6 +263,15 @@ impl<F: Scalar> Target<F> {
     }
 }
 
+/// `sum_k w_k s_k` over the outputs with a non-zero seed, so that outputs a model
+/// leaves undefined (NaN) and the seed skips do not turn the value into NaN.
+fn seeded_sum<F: Scalar>(w: ArrayView1<F>, s: ArrayView1<F>) -> F {
+    w.iter()
+        .zip(s.iter())
+        .filter(|(w, _)| **w != F::zero())
+        .fold(F::zero(), |a, (&w, &v)| a + w * v)
+}
+
 /// A target made concrete for one batch of scores.
 #[derive(Debug, Clone)]
 pub struct ResolvedTarget<F: Scalar> {
@@ -267,7 +291,7 @@ impl<F: Scalar> ResolvedTarget<F> {
     pub fn value_at(&self, item: usize, scores: ArrayView1<F>) -> F {
         match &self.objective {
             Some(obj) => self.sign * obj.eval(item, scores).0,
-            None => self.seed.row(item).dot(&scores),
+            None => seeded_sum(self.seed.row(item), scores),
         }
     }
 
@@ -303,6 +327,34 @@ mod tests {
         assert_eq!(neg.seed, array![[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]);
         assert_eq!(neg.values, array![-1.0, -4.0]);
         assert_eq!(neg.value_at(1, array![0.0, 0.0, 2.5].view()), -2.5);
+    }
+
+    #[test]
+    fn undefined_outputs_may_be_skipped_but_not_explained() {
+        // Item 1 has one output fewer (a shorter caption, say): its last is NaN.
+        let s = array![[1.0f64, 2.0, 3.0], [4.0, 5.0, f64::NAN]];
+        let e = Target::Class(2).resolve(s.view()).unwrap_err();
+        assert_eq!(e, Error::UndefinedOutput { item: 1, output: 2 });
+        assert_eq!(
+            e.to_string(),
+            "output 2 of batch item 1 is not defined for that item (e.g. a step beyond its caption); explain only outputs it has"
+        );
+        let all = Target::Seed(array![[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+            .resolve(s.view())
+            .unwrap();
+        assert_eq!(all.values, array![6.0, 9.0]);
+        assert_eq!(all.value_at(1, array![1.0, 1.0, f64::NAN].view()), 2.0);
+        let e = Target::Seed(array![[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+            .resolve(s.view())
+            .unwrap_err();
+        assert_eq!(e, Error::UndefinedOutput { item: 1, output: 2 });
+        assert_eq!(
+            Target::<f64>::TopPredicted
+                .resolve(s.view())
+                .unwrap()
+                .classes,
+            vec![Some(2), Some(1)]
+        );
     }
 
     #[test]

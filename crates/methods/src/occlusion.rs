@@ -199,7 +199,8 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for Occlusion {
                 img.assign(&input.index_axis(ndarray::Axis(0), b));
                 img.slice_mut(s![.., rows(y), cols(x)]).fill(baseline);
             }
-            let occluded = model.forward(batch.view())?;
+            let items: Vec<usize> = chunk.iter().map(|&(b, _, _)| b).collect();
+            let occluded = model.forward_items(batch.view(), &items)?;
             for (j, &(b, y, x)) in chunk.iter().enumerate() {
                 let drop = resolved.values[b] - resolved.value_at(b, occluded.row(j));
                 total

@@ -11,6 +11,7 @@ use attrib_core::{
 use dfdx::tensor::{Cpu, NoneTape, OwnedTape, PutTape, Tape};
 use ndarray::{Array2, Array4, ArrayView4};
 
+use super::head::{Head, Identity};
 use super::layers::{BatchNorm2d, Conv2d, Layer, Linear};
 use crate::ops::{self, backend, tensor4, Pool2dConfig, Tensor4};
 use crate::{Elem, KernelDevice};
@@ -544,16 +545,59 @@ impl<E: Elem, D: KernelDevice<E>> Model<E> for Network<E, D> {
     }
 
     fn forward(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
-        D::run_pass(self, |net| net.forward_pass(input))
+        self.forward_with(input, &Identity)
     }
 
     fn backward(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
-        D::run_pass(self, |net| net.backward_pass(req))
+        self.backward_with(req, &Identity)
     }
 }
 
 impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
-    fn forward_pass(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
+    /// Scores `(N, K)` of the network followed by `head`.
+    pub fn forward_with<H: Head<E, D>>(&self, input: ArrayView4<E>, head: &H) -> Result<Array2<E>> {
+        D::run_pass(self, |net| net.forward_pass(input, head))
+    }
+
+    /// One backward pass of the network followed by `head`: the taps are the
+    /// network's, the target a seed on the head's scores.
+    pub fn backward_with<H: Head<E, D>>(
+        &self,
+        req: &BackwardRequest<'_, E>,
+        head: &H,
+    ) -> Result<BackwardOutput<E>> {
+        D::run_pass(self, |net| net.backward_pass(req, head))
+    }
+
+    /// The head's scores and the activations of `layers`, from one forward pass.
+    pub fn activations_with<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layers: &[String],
+        head: &H,
+    ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
+        D::run_pass(self, |net| net.activations_pass(input, layers, head))
+    }
+
+    fn head_scores<H: Head<E, D>, T: Tape<E, D>>(
+        &self,
+        head: &H,
+        out: &Tensor4<E, D>,
+        tape: &mut T,
+    ) -> Result<Tensor4<E, D>> {
+        let s = head.scores(out, tape)?;
+        let [n, k, h, w] = ops::dims(&s);
+        if h != 1 || w != 1 || n != ops::dims(out)[0] {
+            return Err(Error::shape(
+                "head scores",
+                format!("({}, K, 1, 1)", ops::dims(out)[0]),
+                format!("({n}, {k}, {h}, {w})"),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn forward_pass<H: Head<E, D>>(&self, input: ArrayView4<E>, head: &H) -> Result<Array2<E>> {
         let x = self.input_tensor(&input)?;
         let mut tape = OwnedTape::default();
         let values = self.run(
@@ -564,10 +608,15 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             &HashSet::new(),
             &[],
         )?;
-        Ok(self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept")))
+        let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
+        Ok(self.scores_of(&self.head_scores(head, out, &mut NoneTape)?))
     }
 
-    fn backward_pass(&self, req: &BackwardRequest<'_, E>) -> Result<BackwardOutput<E>> {
+    fn backward_pass<H: Head<E, D>>(
+        &self,
+        req: &BackwardRequest<'_, E>,
+        head: &H,
+    ) -> Result<BackwardOutput<E>> {
         let x = self.input_tensor(&req.input)?;
         let tap_values: Vec<usize> = req
             .taps
@@ -596,7 +645,13 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             &captures,
         )?;
         let out = values.last().cloned().flatten().expect("output kept");
-        let scores = self.scores_of(&out);
+        let nothing_asked = !req.input_grad && tap_values.is_empty();
+        let scores_t = if nothing_asked {
+            self.head_scores(head, &out, &mut NoneTape)?
+        } else {
+            self.head_scores(head, &out, &mut tape)?
+        };
+        let scores = self.scores_of(&scores_t);
         let target = req.target.resolve(scores.view())?;
         let mut output = BackwardOutput {
             scores,
@@ -604,11 +659,11 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             input_grad: None,
             taps: Vec::new(),
         };
-        if !req.input_grad && tap_values.is_empty() {
+        if nothing_asked {
             return Ok(output);
         }
         let loss = ops::seed_loss(
-            out.put_tape(tape),
+            scores_t.put_tape(tape),
             output.target.seed.iter().copied().collect(),
         )?;
         let mut grads = D::run_backward(loss).map_err(backend)?;
@@ -636,10 +691,11 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         Ok(output)
     }
 
-    fn activations_pass(
+    fn activations_pass<H: Head<E, D>>(
         &self,
         input: ArrayView4<E>,
         layers: &[String],
+        head: &H,
     ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
         let x = self.input_tensor(&input)?;
         let wanted: Vec<usize> = layers
@@ -649,7 +705,8 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         let keep: HashSet<usize> = wanted.iter().copied().collect();
         let mut tape = OwnedTape::default();
         let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
-        let scores = self.scores_of(values.last().and_then(|v| v.as_ref()).expect("output kept"));
+        let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
+        let scores = self.scores_of(&self.head_scores(head, out, &mut NoneTape)?);
         let acts = wanted
             .iter()
             .map(|&v| self.to_array4(values[v].as_ref().expect("kept")))
@@ -697,7 +754,7 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
         input: ArrayView4<E>,
         layers: &[String],
     ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
-        D::run_pass(self, |net| net.activations_pass(input, layers))
+        self.activations_with(input, layers, &Identity)
     }
 
     fn linear_head(&self) -> Option<LinearHead<E>> {

@@ -7,16 +7,20 @@ mod depthwise;
 mod gemm;
 mod geom;
 mod linear;
+mod lstm;
 mod parallel;
 mod pool;
+mod rows;
 pub mod winograd;
 
 pub use conv::*;
 pub(crate) use gemm::*;
 pub use geom::*;
 pub use linear::*;
+pub use lstm::*;
 pub use parallel::*;
 pub use pool::*;
+pub use rows::*;
 
 #[cfg(test)]
 pub(crate) mod tests {

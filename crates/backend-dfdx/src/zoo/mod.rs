@@ -16,7 +16,11 @@ mod efficientnet;
 pub mod imagenet;
 mod params;
 mod resnet;
+pub mod show_and_tell;
+pub mod text;
+pub mod trunks;
 mod vgg;
+pub mod vqa;
 
 use alexnet::alexnet;
 use efficientnet::efficientnet_lite0;
