@@ -29,7 +29,12 @@ pub fn overlay(
 
 /// The normalisation the Grad-CAM paper's guided-backprop figures use (its code's
 /// `deprocess_image`): centre, scale to standard deviation 0.1 around 0.5, clip to
-/// `[0, 1]`. Input `(3, H, W)` raw values; a constant map gives flat grey.
+/// `[0, 1]`. Input `(3, H, W)` raw values; a constant map gives flat grey. The
+/// paper's code divides by `std + 1e-5`; here the 1e-5 is relative to the map's
+/// largest magnitude, so that the picture does not depend on the map's scale: the
+/// gradients of a confident captioner's log-probabilities (~1e-5) would otherwise
+/// all come out flat grey. For the gradients of ImageNet logits the two agree to a
+/// part in 10^5.
 pub fn guided_image(values: ArrayView3<f32>) -> Array3<f32> {
     let n = values.len().max(1) as f32;
     let mean = values
@@ -49,9 +54,18 @@ pub fn guided_image(values: ArrayView3<f32>) -> Array3<f32> {
         .sum::<f32>()
         / n;
     let std = var.sqrt();
+    let scale = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    let denom = std + 1e-5 * scale;
     values.mapv(|v| {
         let v = if v.is_finite() { v } else { mean };
-        (((v - mean) / (std + 1e-5)) * 0.1 + 0.5).clamp(0.0, 1.0)
+        if denom > 0.0 {
+            (((v - mean) / denom) * 0.1 + 0.5).clamp(0.0, 1.0)
+        } else {
+            0.5
+        }
     })
 }
 
@@ -210,6 +224,9 @@ mod tests {
             guided_image(Array3::<f32>::zeros((3, 2, 2)).view()),
             Array3::from_elem((3, 2, 2), 0.5)
         );
+        // Scale-free: a map of tiny gradients looks as the same map at unit scale.
+        let tiny = g.mapv(|v| v * 1e-9);
+        assert_eq!(guided_image(tiny.view()), out);
     }
 
     #[test]
