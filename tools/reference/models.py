@@ -113,7 +113,7 @@ class VqaNet(nn.Module):
         self.q_fc = nn.Linear(2 * layers * hidden, common)
         self.fc1 = nn.Linear(common, mlp)
         self.fc2 = nn.Linear(mlp, answers)
-        self.drop = nn.Dropout(0.3)
+        self.drop = nn.Dropout(0.1)
 
     def question(self, q, lengths):
         e = torch.tanh(self.embed(q))

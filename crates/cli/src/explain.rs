@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use attrib_core::{Attribution, AttributionMap, Error, LayerTap, MapLayout, Model, Result, Target};
-use attrib_dfdx::{imagenet, Arch, Network};
+use attrib_dfdx::{imagenet, Network};
 use attrib_methods::{
     Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency,
 };
@@ -34,7 +34,7 @@ pub enum Method {
     Occlusion,
 }
 
-const METHODS: [(&str, Method); 9] = [
+pub(crate) const METHODS: [(&str, Method); 9] = [
     ("gradient", Method::Gradient),
     ("saliency", Method::Saliency),
     ("deconvnet", Method::Deconvnet),
@@ -58,6 +58,12 @@ impl Method {
 
 /// `--method` values (repeated or comma-separated; `all`) to methods.
 pub fn parse_methods(list: &[String]) -> Result<Vec<Method>> {
+    parse_methods_but(list, &[])
+}
+
+/// [`parse_methods`] where `all` leaves out `inapplicable` (CAM, for models without a
+/// GAP + linear head); named explicitly, they still run and say why they cannot.
+pub fn parse_methods_but(list: &[String], inapplicable: &[Method]) -> Result<Vec<Method>> {
     let mut out = Vec::new();
     for name in list
         .iter()
@@ -66,7 +72,12 @@ pub fn parse_methods(list: &[String]) -> Result<Vec<Method>> {
         .filter(|s| !s.is_empty())
     {
         if name == "all" {
-            out.extend(METHODS.iter().map(|(_, m)| *m));
+            out.extend(
+                METHODS
+                    .iter()
+                    .map(|(_, m)| *m)
+                    .filter(|m| !inapplicable.contains(m)),
+            );
             continue;
         }
         let m = METHODS
@@ -117,7 +128,7 @@ pub fn parse_target(s: &str) -> Result<Target<f32>> {
     })
 }
 
-fn parse_colormap(s: &str) -> Result<Colormap> {
+pub fn parse_colormap(s: &str) -> Result<Colormap> {
     Colormap::from_name(s).ok_or_else(|| {
         Error::param(
             "--colormap",
@@ -136,7 +147,7 @@ pub struct Settings {
     pub occlusion: Occlusion,
 }
 
-fn progress_bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -151,8 +162,8 @@ fn progress_bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
 }
 
 /// Runs one method on the batch.
-pub fn attribute(
-    net: &Network<f32>,
+pub fn attribute<M: LayerTap<f32>>(
+    net: &M,
     m: Method,
     x: &Array4<f32>,
     target: &Target<f32>,
@@ -389,6 +400,31 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The layer a method's map is at: the map's own for layer maps, Grad-CAM's for
+/// Guided Grad-CAM, none for other input-space maps.
+pub fn map_layer_name<M: LayerTap<f32>>(
+    m: Method,
+    map: &AttributionMap<f32>,
+    s: &Settings,
+    net: &M,
+) -> Option<String> {
+    match (&map.layout, m) {
+        (MapLayout::Layer { name }, _) => Some(name.clone()),
+        (_, Method::GuidedGradCam) => Some(s.layer.clone().unwrap_or_else(|| net.default_layer())),
+        _ => None,
+    }
+}
+
+/// [`map_layer_name`] as JSON.
+pub fn map_layer<M: LayerTap<f32>>(
+    m: Method,
+    map: &AttributionMap<f32>,
+    s: &Settings,
+    net: &M,
+) -> Value {
+    map_layer_name(m, map, s, net).map_or(Value::Null, Value::String)
+}
+
 /// The layer each map is at (`null` for maps in input space that use no layer), and
 /// warnings about layers that make a method's map say little.
 fn layers_and_warnings(
@@ -397,15 +433,10 @@ fn layers_and_warnings(
     maps: &[AttributionMap<f32>],
     s: &Settings,
 ) -> Result<(serde_json::Map<String, Value>, Vec<String>)> {
-    let grad_cam_layer = s.layer.clone().unwrap_or_else(|| net.default_layer());
     let mut layers = serde_json::Map::new();
     let mut warnings = Vec::new();
     for (&m, map) in methods.iter().zip(maps) {
-        let layer = match (&map.layout, m) {
-            (MapLayout::Layer { name }, _) => Some(name.clone()),
-            (_, Method::GuidedGradCam) => Some(grad_cam_layer.clone()),
-            _ => None,
-        };
+        let layer = map_layer_name(m, map, s, net);
         if let (Method::Cam, Some(asked), Some(used)) = (m, &s.layer, &layer) {
             if asked != used {
                 warnings.push(format!(
@@ -436,131 +467,9 @@ fn layers_and_warnings(
     Ok((layers, warnings))
 }
 
-fn row_title(class: Option<usize>, p: f32) -> String {
+pub(crate) fn row_title(class: Option<usize>, p: f32) -> String {
     match class {
         Some(c) => format!("{c} {} (p={p:.2})", imagenet::class_name(c)),
         None => "custom target".to_string(),
     }
-}
-
-/// Arguments of `attrib demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Output folder.
-    #[arg(long, default_value = "out/demo")]
-    pub out: PathBuf,
-    /// Cache folder for the weights (default: $ATTRIB_CACHE or ./.cache).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    /// Colormap for heat maps.
-    #[arg(long, default_value = "jet")]
-    pub colormap: String,
-    /// No progress bars.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-const PHOTOS: [(&str, &[u8]); 2] = [
-    ("chelsea", include_bytes!("../../../assets/chelsea.png")),
-    ("coffee", include_bytes!("../../../assets/coffee.png")),
-];
-
-pub fn demo(args: DemoArgs) -> Result<()> {
-    let colormap = parse_colormap(&args.colormap)?;
-    let weights = crate::fetch::lite0(&crate::fetch::cache_dir(args.cache.clone()), args.quiet)?;
-    let net: Network<f32> = Arch::EfficientnetLite0.load(&weights)?;
-    let methods: Vec<Method> = METHODS.iter().map(|(_, m)| *m).collect();
-    let settings = Settings {
-        layer: None,
-        occlusion: Occlusion::new(32, 16),
-    };
-    let mut out = Outputs::default();
-    let mut html = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>attrib demo</title>\n<style>body{font-family:sans-serif;margin:2em}img{max-width:100%}td{text-align:center;font-size:small}</style></head><body>\n<h1>attrib demo: EfficientNet-Lite0 (ImageNet), every method, top-2 classes</h1>\n",
-    );
-    let mut summary = Vec::new();
-    for (stem, bytes) in PHOTOS {
-        let img = attrib_io::image::decode_rgb8(bytes, stem, &attrib_io::Limits::default())?;
-        let photo = imagenet::resize_rgb(&img, 224);
-        let x1 = imagenet::normalize(&photo);
-        let probs = inputs::softmax(&net.forward(x1.view())?);
-        let top = inputs::top_k(&probs, 5).remove(0);
-        let classes = [top[0].0, top[1].0];
-        // One batch of the photo twice, one class per item: every method explains
-        // both classes in one pass.
-        let x = ndarray::concatenate(Axis(0), &[x1.view(), x1.view()])
-            .map_err(|e| Error::Backend(e.to_string()))?;
-        let target = Target::PerSample(classes.to_vec());
-        let mut headers = vec!["original".to_string()];
-        headers.extend(methods.iter().map(|m| m.name().to_string()));
-        let mut panel = Panel::new((224, 224), headers.clone());
-        let mut rows: Vec<Vec<RgbImage>> = vec![vec![render::to_image(photo.view())]; 2];
-        let pb = progress_bar(args.quiet, methods.len() as u64, stem);
-        for &m in &methods {
-            pb.set_message(format!("{stem}: {}", m.name()));
-            let map = attribute(&net, m, &x, &target, &settings, args.quiet)?;
-            for (k, row) in rows.iter_mut().enumerate() {
-                let tile = render(m, &map, k, &photo, colormap)?;
-                out.png(
-                    format!("{stem}.top{}.{}.png", k + 1, m.name()),
-                    tile.clone(),
-                );
-                row.push(tile);
-            }
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        // The paper's Figure 1 columns, at a smaller size for quick viewing.
-        let figure1 = [
-            "original",
-            "guided-backprop",
-            "grad-cam",
-            "guided-grad-cam",
-            "occlusion",
-        ];
-        let mut fig = Panel::new((160, 160), figure1.iter().map(|s| s.to_string()).collect());
-        for (k, row) in rows.into_iter().enumerate() {
-            let title = row_title(Some(classes[k]), probs[[0, classes[k]]]);
-            let pick: Vec<RgbImage> = figure1
-                .iter()
-                .map(|h| {
-                    row[headers
-                        .iter()
-                        .position(|x| x == h)
-                        .expect("every method runs")]
-                    .clone()
-                })
-                .collect();
-            fig.row(title.clone(), pick);
-            panel.row(title, row);
-        }
-        out.png(format!("{stem}.figure1.png"), fig.render());
-        out.png(format!("{stem}.panel.png"), panel.render());
-        html.push_str(&format!(
-            "<h2>{stem}.png</h2>\n<p>top-5: {}</p>\n<img src=\"{stem}.figure1.png\"><br>\n<img src=\"{stem}.panel.png\">\n",
-            top_text(&top)
-        ));
-        summary.push(json!({"photo": stem, "top5": inputs::top_json(&top), "panel": args.out.join(format!("{stem}.panel.png")).display().to_string()}));
-    }
-    html.push_str("<p>First the paper's Figure 1 layout, then every method. Rows are the top-2 classes. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n</body></html>\n");
-    out.text("index.html".into(), html);
-    out.commit(&args.out)?;
-    println!(
-        "{}",
-        json!({"out": args.out.display().to_string(), "photos": summary})
-    );
-    if !args.quiet {
-        eprintln!(
-            "open {} in a browser",
-            args.out.join("index.html").display()
-        );
-    }
-    Ok(())
-}
-
-fn top_text(top: &[(usize, f32)]) -> String {
-    top.iter()
-        .map(|&(c, p)| format!("{} ({c}) {:.1}%", imagenet::class_name(c), p * 100.0))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -3,10 +3,13 @@
 //! after everything they depend on has succeeded, each atomically.
 
 mod bench;
+mod caption;
+mod demo;
 mod explain;
 mod fetch;
 mod inputs;
 mod outputs;
+mod vqa;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +57,13 @@ enum Command {
     },
     /// Explains the bundled photos with the pretrained EfficientNet-Lite0, every
     /// method, top-2 classes; writes panels and an index.html gallery.
-    Demo(explain::DemoArgs),
+    Demo(demo::DemoArgs),
+    /// Explains a captioner's words and captions: a panel per image (one column per
+    /// word), PNGs and raw maps per word and method, and a JSON summary.
+    Caption(caption::CaptionArgs),
+    /// Explains a VQA model's answer to a question about each image: panels, PNGs and
+    /// raw maps per method, and a JSON summary with the top answers.
+    Vqa(vqa::VqaArgs),
     /// Times a method on a random-weight network, one JSON line.
     Bench(bench::BenchArgs),
 }
@@ -98,8 +107,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", path.display());
             Ok(())
         }
-        Command::Demo(args) => explain::demo(args),
+        Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Caption(args) => caption::caption(args),
+        Command::Vqa(args) => vqa::vqa(args),
     }
 }
 

@@ -4,6 +4,11 @@
 //! paths. Where PyTorch reuses one ReLU module several times in a block, the uses
 //! before the last get a numbered name (`layer1.0.relu1`); the last keeps the
 //! module's name and the block's (`layer1.0.relu`, `layer1.0`).
+//!
+//! Beyond classifiers, the CNN+LSTM family: [`show_and_tell`] (captioning, the
+//! PyTorch tutorial's encoder and decoder) and [`vqa`] ("deeper LSTM Q + norm I"),
+//! each a network for the image ([`trunks`]) and a head for the rest, conditioned
+//! on the captions or questions ([`text`]) to make an image-in, scores-out model.
 
 use std::fmt;
 use std::path::Path;
