@@ -544,7 +544,11 @@ impl<E: Elem, D: KernelDevice<E>> Head<E, D> for CaptionHead<'_, E> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        CaptionHead::new(self.decoder, &captions)
+        // The selection keeps the batch's outputs (steps past a caption's end are
+        // NaN), so a target or seed of the batch fits any selection of its items.
+        let mut head = CaptionHead::new(self.decoder, &captions)?;
+        head.steps = self.steps;
+        Ok(head)
     }
 
     fn has_rectifiers(&self) -> bool {
