@@ -1,11 +1,17 @@
 //! Each method on ResNet-18 (synthetic weights) at 224x224, batch 1 and 8, and on a
-//! small VGG-style network with max-pool.
+//! small VGG-style network with max-pool. The many-pass methods (Score-CAM: one
+//! forward per channel; integrated gradients: 50 path points) run on the small network
+//! and at batch 1 on ResNet-18 only where a run takes under a second.
 
 use attrib_core::{Attribution, Target};
 use attrib_dfdx::{
     Arch, Conv2d, Conv2dConfig, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
 };
-use attrib_methods::{GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency};
+use attrib_methods::{
+    AblationCam, EigenCam, GradCam, GradCamPlusPlus, Gradient, GuidedBackprop, GuidedGradCam,
+    HiResCam, InputXGradient, IntegratedGradients, LayerCam, NoiseKind, NoiseTunnel, Occlusion,
+    Saliency, ScoreCam, XGradCam,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::Array4;
 
@@ -73,6 +79,26 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| Occlusion::new(16, 8).attribute(&net, x.view(), &t).unwrap())
             });
         }
+        g.bench_function("score-cam", |b| {
+            b.iter(|| ScoreCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("ablation-cam", |b| {
+            b.iter(|| AblationCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("integrated-gradients", |b| {
+            b.iter(|| {
+                IntegratedGradients::new()
+                    .attribute(&net, x.view(), &t)
+                    .unwrap()
+            })
+        });
+        g.bench_function("smoothgrad-10", |b| {
+            b.iter(|| {
+                NoiseTunnel::new(Gradient, NoiseKind::SmoothGrad)
+                    .attribute(&net, x.view(), &t)
+                    .unwrap()
+            })
+        });
         g.finish();
     }
 }
@@ -98,6 +124,33 @@ fn resnet18(c: &mut Criterion) {
         g.bench_function("guided-grad-cam", |b| {
             b.iter(|| GuidedGradCam::new().attribute(&net, x.view(), &t).unwrap())
         });
+        g.bench_function("grad-cam-plus-plus", |b| {
+            b.iter(|| {
+                GradCamPlusPlus::new()
+                    .attribute(&net, x.view(), &t)
+                    .unwrap()
+            })
+        });
+        g.bench_function("xgrad-cam", |b| {
+            b.iter(|| XGradCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("layer-cam", |b| {
+            b.iter(|| LayerCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("hires-cam", |b| {
+            b.iter(|| HiResCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("eigen-cam", |b| {
+            b.iter(|| EigenCam::new().attribute(&net, x.view(), &t).unwrap())
+        });
+        g.bench_function("input-x-gradient", |b| {
+            b.iter(|| InputXGradient.attribute(&net, x.view(), &t).unwrap())
+        });
+        if batch == 1 {
+            g.bench_function("ablation-cam", |b| {
+                b.iter(|| AblationCam::new().attribute(&net, x.view(), &t).unwrap())
+            });
+        }
         g.finish();
     }
 }

@@ -46,20 +46,47 @@ def main():
         target = net(x).argmax(1).tolist()
 
     if a.peer == "captum":
-        from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam, Saliency
+        from captum.attr import (
+            GuidedBackprop,
+            GuidedGradCam,
+            InputXGradient,
+            IntegratedGradients,
+            LayerGradCam,
+            Saliency,
+        )
 
+        xg = x.clone().requires_grad_(True)
         run = {
             "grad-cam": lambda: LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True),
             "saliency": lambda: Saliency(net).attribute(x, target=target, abs=True).amax(1),
             "guided-backprop": lambda: GuidedBackprop(net).attribute(x, target=target),
             "guided-grad-cam": lambda: GuidedGradCam(net, layer).attribute(x, target=target, interpolate_mode="bilinear"),
+            # Captum's defaults (50 Gauss-Legendre steps), 64 path points per pass
+            # as attrib's IntegratedGradients runs them.
+            "integrated-gradients": lambda: IntegratedGradients(net).attribute(
+                x, target=target, n_steps=50, internal_batch_size=64
+            ),
+            "input-x-gradient": lambda: InputXGradient(net).attribute(xg, target=target),
         }[a.method]
     else:
-        from pytorch_grad_cam import GradCAM
+        import pytorch_grad_cam as pgc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        assert a.method == "grad-cam"
-        cam = GradCAM(model=net, target_layers=[layer])
+        cls = {
+            "grad-cam": pgc.GradCAM,
+            "grad-cam-plus-plus": pgc.GradCAMPlusPlus,
+            "xgrad-cam": pgc.XGradCAM,
+            "layer-cam": pgc.LayerCAM,
+            "hires-cam": pgc.HiResCAM,
+            "score-cam": pgc.ScoreCAM,
+            "ablation-cam": pgc.AblationCAM,
+            "eigen-cam": pgc.EigenCAM,
+        }[a.method]
+        cam = cls(model=net, target_layers=[layer])
+        # Score-CAM's default of 16 masked copies per pass; attrib's is 32 (as is
+        # Ablation-CAM's in both).
+        if a.method == "score-cam":
+            cam.batch_size = 32
         targets = [ClassifierOutputTarget(t) for t in target]
         run = lambda: cam(input_tensor=x, targets=targets)  # noqa: E731
 

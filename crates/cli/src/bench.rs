@@ -5,12 +5,11 @@ use std::time::Instant;
 
 use attrib_core::{Error, Result, Target};
 use attrib_dfdx::Arch;
-use attrib_methods::Occlusion;
 use clap::Args;
 use ndarray::Array4;
 use serde_json::json;
 
-use crate::explain::{attribute, parse_methods, Settings};
+use crate::methods::{attribute, parse_methods, MethodArgs, Settings};
 
 /// Arguments of `attrib bench`.
 #[derive(Debug, Args)]
@@ -36,6 +35,8 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub options: MethodArgs,
 }
 
 /// Peak resident memory of this process in MiB (Linux), if known.
@@ -53,7 +54,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .build_global()
             .map_err(|e| Error::param("--threads", e.to_string()))?;
     }
-    let methods = parse_methods(std::slice::from_ref(&args.method))?;
+    let methods = parse_methods(std::slice::from_ref(&args.method), &[])?;
     let [method] = methods.as_slice() else {
         return Err(Error::param("--method", "bench times exactly one method"));
     };
@@ -85,10 +86,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(n, c, i, j)| {
         (((n * 7 + c * 13 + i * 3 + j * 5) % 29) as f32 / 29.0 - 0.5) * 2.0
     });
-    let settings = Settings {
-        layer: None,
-        occlusion: Occlusion::new(16, 8),
-    };
+    let settings = Settings::from_args(&args.options, 16, 8)?;
+    settings.check(&methods)?;
     let target = Target::TopPredicted;
     for _ in 0..args.warmup {
         attribute(&net, *method, &x, &target, &settings, true)?;

@@ -11,8 +11,9 @@ use clap::Args;
 use ndarray::{s, Array2, Array4, Axis};
 use serde_json::{json, Value};
 
-use crate::explain::{self, parse_methods_but, Method, Settings};
+use crate::explain;
 use crate::inputs::{self, Batch};
+use crate::methods::{self, parse_methods, Method, MethodArgs, Settings};
 use crate::outputs::Outputs;
 
 /// Arguments of `attrib caption`.
@@ -49,25 +50,18 @@ pub struct CaptionArgs {
     /// every word, and the whole caption.
     #[arg(long = "word")]
     pub words: Vec<usize>,
-    /// Methods (as for explain; all: every one but CAM, which needs a GAP + linear
-    /// head). Repeatable.
+    /// Methods (as for explain; the groups all, cams and gradients leave out CAM,
+    /// which needs a GAP + linear head). Repeatable.
     #[arg(long = "method", default_value = "grad-cam")]
     pub methods: Vec<String>,
-    /// The layer Grad-CAM taps (default: the encoder trunk's last rectified map).
-    #[arg(long)]
-    pub layer: Option<String>,
+    #[command(flatten)]
+    pub options: MethodArgs,
     /// Output folder.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Also write the raw maps: <stem>.word<K>.<method>.npy, <stem>.caption.<method>.npy.
     #[arg(long)]
     pub npy: bool,
-    /// Occlusion window side (pixels).
-    #[arg(long, default_value_t = 16)]
-    pub occlusion_window: usize,
-    /// Occlusion stride (pixels).
-    #[arg(long, default_value_t = 8)]
-    pub occlusion_stride: usize,
     /// Colormap for heat maps.
     #[arg(long, default_value = "jet")]
     pub colormap: String,
@@ -124,11 +118,8 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
         beam: args.beam,
         max_words: args.max_words,
         words: args.words.clone(),
-        methods: parse_methods_but(&args.methods, &[Method::Cam])?,
-        settings: Settings {
-            layer: args.layer.clone(),
-            occlusion: attrib_methods::Occlusion::new(args.occlusion_window, args.occlusion_stride),
-        },
+        methods: parse_methods(&args.methods, &[Method::Cam])?,
+        settings: Settings::from_args(&args.options, 16, 8)?,
         colormap: explain::parse_colormap(&args.colormap)?,
         npy: args.npy,
         quiet: args.quiet,
@@ -176,7 +167,8 @@ pub fn run(
     out_dir: &std::path::Path,
 ) -> Result<Value> {
     model.check_vocab(vocab)?;
-    if let Some(l) = &opts.settings.layer {
+    opts.settings.check(&opts.methods)?;
+    for l in &opts.settings.layers {
         attrib_core::LayerTap::check_layer(&model.encoder, l)?;
     }
     let (start, end) = (vocab.special("<start>")?, vocab.special("<end>")?);
@@ -326,14 +318,14 @@ fn explain_item(
     let mut panel = Panel::new((w.max(128), h.max(128)), headers);
     let mut files = Vec::new();
     for &m in methods.iter() {
-        let map = explain::attribute(&conditioned, m, &x, &target, settings, opts.quiet)?;
+        let map = methods::attribute(&conditioned, m, &x, &target, settings, opts.quiet)?;
         layers.insert(
             m.name().to_string(),
-            explain::map_layer(m, &map, settings, &model.encoder),
+            methods::map_layer(m, &map, settings, &model.encoder),
         );
         let mut tiles = vec![viz::to_image(photo.view())];
         for r in 0..rows {
-            let tile = explain::render(m, &map, r, photo, cmap)?;
+            let tile = methods::render(m, &map, r, photo, cmap)?;
             let what = if r < k {
                 format!("word{}", item.explained[r])
             } else {

@@ -9,7 +9,6 @@ use attrib_dfdx::zoo::show_and_tell::ShowAndTell;
 use attrib_dfdx::zoo::text::Vocab;
 use attrib_dfdx::zoo::vqa::Vqa;
 use attrib_dfdx::{imagenet, Arch, Network, WeightMap};
-use attrib_methods::Occlusion;
 use attrib_viz::{render, Colormap, Panel};
 use clap::Args;
 use image::RgbImage;
@@ -17,11 +16,11 @@ use ndarray::Axis;
 use serde_json::{json, Value};
 
 use crate::caption::{self, CaptionOptions};
-use crate::explain::{
-    attribute, parse_colormap, progress_bar, render as render_map, row_title, Method, Settings,
-    METHODS,
-};
+use crate::explain::{parse_colormap, row_title};
 use crate::inputs::{self, Batch};
+use crate::methods::{
+    attribute, progress_bar, render as render_map, Family, Method, Settings, REGISTRY,
+};
 use crate::outputs::Outputs;
 use crate::vqa::{self, VqaOptions};
 
@@ -72,11 +71,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 fn lite0_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Value> {
     let weights = crate::fetch::lite0(&crate::fetch::cache_dir(args.cache.clone()), args.quiet)?;
     let net: Network<f32> = Arch::EfficientnetLite0.load(&weights)?;
-    let methods: Vec<Method> = METHODS.iter().map(|(_, m)| *m).collect();
-    let settings = Settings {
-        layer: None,
-        occlusion: Occlusion::new(32, 16),
-    };
+    let methods: Vec<Method> = REGISTRY
+        .iter()
+        .filter(|e| e.family == Family::Paper)
+        .map(|e| e.method)
+        .collect();
+    let settings = Settings::new(32, 16);
     let mut html =
         page_head("attrib demo: EfficientNet-Lite0 (ImageNet), every method, top-2 classes");
     let mut summary = Vec::new();
@@ -225,10 +225,7 @@ fn caption_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Resul
         max_words: 20,
         words: Vec::new(),
         methods: vec![Method::GradCam, Method::GuidedGradCam],
-        settings: Settings {
-            layer: None,
-            occlusion: Occlusion::new(16, 8),
-        },
+        settings: Settings::new(16, 8),
         colormap,
         npy: false,
         quiet: args.quiet,
@@ -283,10 +280,7 @@ fn vqa_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Va
             answer: "top1".into(),
             topk: 3,
             methods: vec![Method::GradCam, Method::GuidedGradCam],
-            settings: Settings {
-                layer: None,
-                occlusion: Occlusion::new(8, 4),
-            },
+            settings: Settings::new(8, 4),
             colormap,
             npy: false,
             quiet: args.quiet,

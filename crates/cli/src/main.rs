@@ -8,6 +8,7 @@ mod demo;
 mod explain;
 mod fetch;
 mod inputs;
+mod methods;
 mod outputs;
 mod vqa;
 
@@ -41,6 +42,9 @@ enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
+    /// The methods: CLI name, the groups that include it (all: the paper's; cams;
+    /// gradients) and what it computes.
+    Methods,
     /// Converts a PyTorch checkpoint (.pth, zip or legacy) to safetensors.
     Convert {
         /// The checkpoint.
@@ -89,6 +93,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let mark = if l.name == default { "*" } else { " " };
                 println!("{mark} {:<32} {:<16} {c}x{h}x{w}", l.name, l.kind);
             }
+            Ok(())
+        }
+        Command::Methods => {
+            print!("{}", methods::listing());
             Ok(())
         }
         Command::Convert { input, output } => {

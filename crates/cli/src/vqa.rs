@@ -10,8 +10,9 @@ use clap::Args;
 use ndarray::Axis;
 use serde_json::{json, Value};
 
-use crate::explain::{self, parse_methods_but, Method, Settings};
+use crate::explain;
 use crate::inputs::{self, Batch};
+use crate::methods::{self, parse_methods, Method, MethodArgs, Settings};
 use crate::outputs::Outputs;
 
 /// Arguments of `attrib vqa`.
@@ -44,25 +45,18 @@ pub struct VqaArgs {
     /// How many answers to list.
     #[arg(long, default_value_t = 5)]
     pub topk: usize,
-    /// Methods (as for explain; all: every one but CAM, which needs a GAP + linear
-    /// head). Repeatable.
+    /// Methods (as for explain; the groups all, cams and gradients leave out CAM,
+    /// which needs a GAP + linear head). Repeatable.
     #[arg(long = "method", default_value = "grad-cam")]
     pub methods: Vec<String>,
-    /// The layer Grad-CAM taps (default: the trunk's last rectified map).
-    #[arg(long)]
-    pub layer: Option<String>,
+    #[command(flatten)]
+    pub options: MethodArgs,
     /// Output folder.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Also write the raw maps as <stem>.<method>.npy.
     #[arg(long)]
     pub npy: bool,
-    /// Occlusion window side (pixels).
-    #[arg(long, default_value_t = 8)]
-    pub occlusion_window: usize,
-    /// Occlusion stride (pixels).
-    #[arg(long, default_value_t = 4)]
-    pub occlusion_stride: usize,
     /// Colormap for heat maps.
     #[arg(long, default_value = "jet")]
     pub colormap: String,
@@ -118,11 +112,8 @@ pub fn vqa(args: VqaArgs) -> Result<()> {
         question: args.question.clone(),
         answer: args.answer.clone(),
         topk: args.topk,
-        methods: parse_methods_but(&args.methods, &[Method::Cam])?,
-        settings: Settings {
-            layer: args.layer.clone(),
-            occlusion: attrib_methods::Occlusion::new(args.occlusion_window, args.occlusion_stride),
-        },
+        methods: parse_methods(&args.methods, &[Method::Cam])?,
+        settings: Settings::from_args(&args.options, 8, 4)?,
         colormap: explain::parse_colormap(&args.colormap)?,
         npy: args.npy,
         quiet: args.quiet,
@@ -186,7 +177,8 @@ pub fn run(
             format!("{} lines", answers.len()),
         ));
     }
-    if let Some(l) = &opts.settings.layer {
+    opts.settings.check(&opts.methods)?;
+    for l in &opts.settings.layers {
         attrib_core::LayerTap::check_layer(&model.cnn, l)?;
     }
     let q = vocab.tokenize(&opts.question, "--question")?;
@@ -216,7 +208,7 @@ pub fn run(
     let mut maps = Vec::with_capacity(opts.methods.len());
     let mut layers = serde_json::Map::new();
     for &m in &opts.methods {
-        let map = explain::attribute(
+        let map = methods::attribute(
             &conditioned,
             m,
             &batch.x,
@@ -226,7 +218,7 @@ pub fn run(
         )?;
         layers.insert(
             m.name().to_string(),
-            explain::map_layer(m, &map, &opts.settings, &conditioned),
+            methods::map_layer(m, &map, &opts.settings, &conditioned),
         );
         maps.push(map);
     }
@@ -236,7 +228,7 @@ pub fn run(
         let photo = &batch.photos[i];
         let mut tiles = vec![viz::to_image(photo.view())];
         for (&m, map) in opts.methods.iter().zip(&maps) {
-            let tile = explain::render(m, map, i, photo, opts.colormap)?;
+            let tile = methods::render(m, map, i, photo, opts.colormap)?;
             let name = format!("{stem}.{}.png", m.name());
             out.png(name.clone(), tile.clone());
             files.push(name);

@@ -529,3 +529,257 @@ fn explain_says_which_layer_each_map_is_at_and_warns() {
     assert_eq!(j["warnings"], serde_json::json!([]));
     assert_eq!(j["layers"]["cam"], "layer4");
 }
+
+#[test]
+fn methods_lists_every_method_with_its_groups() {
+    let out = attrib(&["methods"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(
+        names,
+        [
+            "gradient",
+            "saliency",
+            "deconvnet",
+            "guided-backprop",
+            "cam",
+            "grad-cam",
+            "counterfactual-grad-cam",
+            "guided-grad-cam",
+            "occlusion",
+            "grad-cam-plus-plus",
+            "xgrad-cam",
+            "layer-cam",
+            "hires-cam",
+            "score-cam",
+            "ablation-cam",
+            "eigen-cam",
+            "integrated-gradients",
+            "input-x-gradient"
+        ]
+    );
+    let group = |n: &str| rows.iter().find(|r| r[0] == n).unwrap()[1];
+    assert_eq!(group("grad-cam"), "all,cams");
+    assert_eq!(group("score-cam"), "cams");
+    assert_eq!(group("integrated-gradients"), "gradients");
+    assert_eq!(group("guided-grad-cam"), "all");
+}
+
+#[test]
+fn explain_with_the_baselines() {
+    let dir = tmp("baselines");
+    let x = Array4::from_shape_fn((1, 3, 32, 32), |(_, c, i, j)| {
+        ((c * 5 + i * 3 + j) % 9) as f32 / 9.0 - 0.4
+    });
+    let input = dir.join("x.npy");
+    write_npy(&input, &x).unwrap();
+    let w = weights().display().to_string();
+    let (inp, out) = (
+        input.to_str().unwrap().to_string(),
+        dir.join("out").to_str().unwrap().to_string(),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            &w,
+            "--input",
+            &inp,
+            "--target",
+            "3",
+            "--out",
+            &out,
+            "--npy",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        ok_json(attrib(&args))
+    };
+    let read = |name: &str| -> ArrayD<f32> { read_npy(dir.join("out").join(name)).unwrap() };
+    // Both families at two layers: each CAM is pytorch-grad-cam's mean of the
+    // normalised maps, at the input's size, in [0, 1].
+    let j = run(&[
+        "--method",
+        "cams,gradients",
+        "--layer",
+        "layer3",
+        "--layer",
+        "layer4",
+    ]);
+    assert_eq!(j["layers"]["score-cam"], "layer3+layer4");
+    assert_eq!(j["layers"]["integrated-gradients"], Value::Null);
+    assert_eq!(j["methods"].as_array().unwrap().len(), 16);
+    for m in [
+        "grad-cam",
+        "grad-cam-plus-plus",
+        "xgrad-cam",
+        "layer-cam",
+        "hires-cam",
+        "score-cam",
+        "ablation-cam",
+        "eigen-cam",
+    ] {
+        let a = read(&format!("x.{m}.npy"));
+        assert_eq!(a.shape(), &[1, 32, 32], "{m}");
+        assert!(a.iter().all(|v| (0.0..=1.0).contains(v)), "{m}");
+    }
+    assert_eq!(read("x.integrated-gradients.npy").shape(), &[1, 3, 32, 32]);
+    assert_eq!(read("x.input-x-gradient.npy").shape(), &[1, 3, 32, 32]);
+    // At one layer: the raw map at the layer.
+    let j = run(&["--method", "eigen-cam,ablation-cam", "--layer", "layer3"]);
+    assert_eq!(j["layers"]["eigen-cam"], "layer3");
+    assert_eq!(read("x.ablation-cam.npy").shape(), &[1, 2, 2]);
+    // Integrated gradients' options change the map; the same options repeat it.
+    run(&[
+        "--method",
+        "integrated-gradients",
+        "--ig-steps",
+        "8",
+        "--ig-method",
+        "riemann_trapezoid",
+        "--baseline",
+        "0.25",
+    ]);
+    let ig = read("x.integrated-gradients.npy");
+    run(&["--method", "integrated-gradients"]);
+    assert_ne!(ig, read("x.integrated-gradients.npy"));
+    // A noise tunnel is deterministic for a seed.
+    let tunnel = |seed: &str| {
+        run(&[
+            "--method",
+            "gradient,input-x-gradient",
+            "--noise-tunnel",
+            "vargrad",
+            "--noise-samples",
+            "3",
+            "--noise-std",
+            "0.1",
+            "--seed",
+            seed,
+        ]);
+        read("x.input-x-gradient.npy")
+    };
+    let a = tunnel("5");
+    assert_eq!(a.shape(), &[1, 3, 32, 32]);
+    assert_eq!(a, tunnel("5"));
+    assert_ne!(a, tunnel("6"));
+    // Per-channel Grad-CAM: one map per channel of the layer, no sum.
+    run(&["--method", "grad-cam", "--per-channel"]);
+    assert_eq!(read("x.grad-cam.npy").shape(), &[1, 512, 1, 1]);
+    // Guided Grad-CAM's upsampling.
+    run(&[
+        "--method",
+        "guided-grad-cam",
+        "--layer",
+        "layer3",
+        "--interpolate",
+        "nearest",
+    ]);
+    let nearest = read("x.guided-grad-cam.npy");
+    run(&["--method", "guided-grad-cam", "--layer", "layer3"]);
+    assert_ne!(nearest, read("x.guided-grad-cam.npy"));
+}
+
+#[test]
+fn baseline_options_are_checked() {
+    let dir = tmp("baseline-errors");
+    let w = weights().display().to_string();
+    let out = dir.join("out");
+    let (c, o) = (chelsea(), out.to_str().unwrap().to_string());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            &w,
+            "--image",
+            &c,
+            "--size",
+            "32",
+            "--out",
+            &o,
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        attrib(&args)
+    };
+    for (extra, needle) in [
+        (
+            &["--method", "nope"][..],
+            "unknown `nope`; valid: gradient, saliency",
+        ),
+        (
+            &["--method", "integrated-gradients", "--ig-method", "simpson"][..],
+            "unknown `simpson`; valid: gausslegendre, riemann_left",
+        ),
+        (
+            &["--method", "integrated-gradients", "--ig-steps", "0"][..],
+            "gausslegendre needs at least 1 step, got 0",
+        ),
+        (
+            &["--method", "grad-cam", "--noise-tunnel", "smoothgrad"][..],
+            "--noise-tunnel: applies to the input-space methods",
+        ),
+        (
+            &[
+                "--method",
+                "gradient",
+                "--noise-tunnel",
+                "smoothgrad-squared",
+            ][..],
+            "unknown `smoothgrad-squared`; valid: smoothgrad, smoothgrad-sq, vargrad",
+        ),
+        (
+            &[
+                "--method",
+                "gradient",
+                "--noise-tunnel",
+                "smoothgrad",
+                "--noise-std",
+                "-1",
+            ][..],
+            "noise std: -1 is not a finite, non-negative number",
+        ),
+        (
+            &[
+                "--method",
+                "gradient",
+                "--noise-tunnel",
+                "vargrad",
+                "--noise-samples",
+                "0",
+            ][..],
+            "noise samples: must be positive",
+        ),
+        (
+            &["--method", "grad-cam", "--per-channel"][..],
+            "add --npy to write them",
+        ),
+        (
+            &[
+                "--method",
+                "guided-grad-cam",
+                "--layer",
+                "layer3",
+                "--layer",
+                "layer4",
+            ][..],
+            "guided-grad-cam takes one layer, not 2",
+        ),
+        (
+            &["--method", "guided-grad-cam", "--interpolate", "cubic"][..],
+            "unknown `cubic`; valid: bilinear, nearest",
+        ),
+    ] {
+        fails_with(run(extra), needle);
+        assert!(empty(&out), "{extra:?} left files");
+    }
+}

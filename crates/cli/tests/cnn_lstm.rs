@@ -298,6 +298,33 @@ fn vqa_explains_answers() {
         "red",
     ]));
     assert_eq!(j["items"][0]["explained"]["answer"], "red");
+    // The baselines explain an answer too, a noise tunnel keeping the question.
+    let j = ok_json(run(&[
+        "--question",
+        "What shape is in the image?",
+        "--method",
+        "ablation-cam,eigen-cam,integrated-gradients",
+        "--ig-steps",
+        "4",
+        "--npy",
+    ]));
+    assert_eq!(j["layers"]["ablation-cam"], "cnn");
+    let ab: ArrayD<f32> = read_npy(out.join("0.ablation-cam.npy")).unwrap();
+    assert_eq!(ab.shape(), &[1, 16, 16]);
+    let ig: ArrayD<f32> = read_npy(out.join("0.integrated-gradients.npy")).unwrap();
+    assert_eq!(ig.shape()[..2], [1, 3]);
+    ok_json(run(&[
+        "--question",
+        "What shape is in the image?",
+        "--method",
+        "input-x-gradient",
+        "--noise-tunnel",
+        "smoothgrad",
+        "--noise-samples",
+        "3",
+        "--npy",
+    ]));
+    assert!(out.join("0.input-x-gradient.npy").exists());
     let bad = dir.join("bad");
     let bo = bad.to_str().unwrap();
     let run_bad = |extra: &[&str]| {

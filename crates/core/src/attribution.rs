@@ -14,6 +14,12 @@ pub enum MapLayout {
         /// The layer the map lives on.
         name: String,
     },
+    /// `(N, C, h, w)`: a layer's map per channel, before the channel sum (per-channel
+    /// Grad-CAM).
+    LayerChannels {
+        /// The layer the maps live on.
+        name: String,
+    },
 }
 
 /// A method's raw result: unnormalised values (normalising is `attrib-viz`'s job),

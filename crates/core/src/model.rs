@@ -126,6 +126,23 @@ pub trait Model<F: Scalar> {
         }
         self.forward(input)
     }
+
+    /// [`Model::backward`] for inputs that stand for items of the batch being
+    /// explained (see [`Model::forward_items`]); the target's rows follow the input's.
+    fn backward_items(
+        &self,
+        req: &BackwardRequest<'_, F>,
+        items: &[usize],
+    ) -> Result<BackwardOutput<F>> {
+        if items.len() != req.input.dim().0 {
+            return Err(Error::shape(
+                "items of the rows",
+                req.input.dim().0,
+                items.len(),
+            ));
+        }
+        self.backward(req)
+    }
 }
 
 /// A tappable layer.
@@ -167,6 +184,45 @@ pub trait LayerTap<F: Scalar>: Model<F> {
         input: ArrayView4<F>,
         layers: &[String],
     ) -> Result<(Array2<F>, Vec<Array4<F>>)>;
+
+    /// [`LayerTap::activations`] for inputs that stand for items of the batch being
+    /// explained (see [`Model::forward_items`]): the scores pair row `j` with item
+    /// `items[j]`'s query. The default ignores `items`, as [`Model::forward_items`]
+    /// does.
+    fn activations_items(
+        &self,
+        input: ArrayView4<F>,
+        layers: &[String],
+        items: &[usize],
+    ) -> Result<(Array2<F>, Vec<Array4<F>>)> {
+        if items.len() != input.dim().0 {
+            return Err(Error::shape(
+                "items of the rows",
+                input.dim().0,
+                items.len(),
+            ));
+        }
+        self.activations(input, layers)
+    }
+
+    /// The scores `(M, K)` of the model run from `layer` onwards with `activations`
+    /// `(M, C, h, w)` in place of that layer's output, row `j` standing for item
+    /// `items[j]` of `input` (whose values below the layer feed any branch that
+    /// bypasses it). What Ablation-CAM needs: the part below the layer runs once.
+    /// Models that cannot do this say so (the default).
+    fn forward_from(
+        &self,
+        input: ArrayView4<F>,
+        layer: &str,
+        activations: ArrayView4<F>,
+        items: &[usize],
+    ) -> Result<Array2<F>> {
+        let _ = (input, activations, items);
+        Err(Error::unsupported(
+            "running from a layer",
+            format!("this model cannot be run from `{layer}` with replaced activations"),
+        ))
+    }
 
     /// The GAP + linear head, if the network ends in one (needed by CAM).
     fn linear_head(&self) -> Option<LinearHead<F>> {

@@ -55,6 +55,68 @@ pub fn resize_bilinear_from<F: Scalar>(
     out
 }
 
+/// Bilinear resize of `(N, h, w)` maps with PyTorch's `align_corners=True` geometry
+/// (`torch.nn.UpsamplingBilinear2d`): corners map to corners,
+/// `src = dst * (in - 1) / (out - 1)`. What Score-CAM's masks use.
+pub fn resize_bilinear_aligned<F: Scalar>(
+    maps: ArrayView3<F>,
+    out_h: usize,
+    out_w: usize,
+) -> Array3<F> {
+    let (n, h, w) = maps.dim();
+    let mut out = Array3::zeros((n, out_h, out_w));
+    if h == 0 || w == 0 {
+        return out;
+    }
+    let src = |dst: usize, input: usize, output: usize| -> (usize, usize, f64) {
+        let s = if output > 1 {
+            dst as f64 * (input - 1) as f64 / (output - 1) as f64
+        } else {
+            0.0
+        };
+        let i0 = (s.floor() as usize).min(input - 1);
+        let i1 = (i0 + 1).min(input - 1);
+        (i0, i1, s - i0 as f64)
+    };
+    let rows: Vec<_> = (0..out_h).map(|y| src(y, h, out_h)).collect();
+    let cols: Vec<_> = (0..out_w).map(|x| src(x, w, out_w)).collect();
+    for b in 0..n {
+        for (y, &(y0, y1, ly)) in rows.iter().enumerate() {
+            let ly = F::of(ly);
+            for (x, &(x0, x1, lx)) in cols.iter().enumerate() {
+                let lx = F::of(lx);
+                let top = maps[[b, y0, x0]] * (F::one() - lx) + maps[[b, y0, x1]] * lx;
+                let bottom = maps[[b, y1, x0]] * (F::one() - lx) + maps[[b, y1, x1]] * lx;
+                out[[b, y, x]] = top * (F::one() - ly) + bottom * ly;
+            }
+        }
+    }
+    out
+}
+
+/// Nearest-neighbour resize of `(N, h, w)` maps as PyTorch's
+/// `interpolate(mode="nearest")`: `src = floor(dst * in / out)`. Captum's
+/// `GuidedGradCam` default.
+pub fn resize_nearest<F: Scalar>(maps: ArrayView3<F>, out_h: usize, out_w: usize) -> Array3<F> {
+    let (n, h, w) = maps.dim();
+    let mut out = Array3::zeros((n, out_h, out_w));
+    if h == 0 || w == 0 {
+        return out;
+    }
+    let src = |dst: usize, input: usize, output: usize| {
+        (((dst as f64) * (input as f64 / output as f64)).floor() as usize).min(input - 1)
+    };
+    for b in 0..n {
+        for y in 0..out_h {
+            let sy = src(y, h, out_h);
+            for x in 0..out_w {
+                out[[b, y, x]] = maps[[b, sy, src(x, w, out_w)]];
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +135,27 @@ mod tests {
             [2.0, 2.25, 2.75, 3.0]
         ]];
         assert_eq!(up, expected);
+    }
+
+    #[test]
+    fn aligned_and_nearest_match_pytorch() {
+        // UpsamplingBilinear2d(size=4) of [[0, 1], [2, 3]]: corners kept, thirds between.
+        let m = array![[[0.0f64, 1.0], [2.0, 3.0]]];
+        let up = resize_bilinear_aligned(m.view(), 4, 4);
+        let third = 1.0 / 3.0;
+        assert!((up[[0, 0, 1]] - third).abs() < 1e-12);
+        assert_eq!(up[[0, 3, 3]], 3.0);
+        assert!((up[[0, 1, 0]] - 2.0 * third).abs() < 1e-12);
+        // interpolate(size=(3, 5), mode="nearest") of a 2x2: rows 0,0,1; cols 0,0,0,1,1.
+        let nn = resize_nearest(m.view(), 3, 5);
+        assert_eq!(
+            nn,
+            array![[
+                [0.0, 0.0, 0.0, 1.0, 1.0],
+                [0.0, 0.0, 0.0, 1.0, 1.0],
+                [2.0, 2.0, 2.0, 3.0, 3.0]
+            ]]
+        );
     }
 
     #[test]

@@ -104,6 +104,63 @@ impl<F: Scalar> Target<F> {
         }
     }
 
+    /// This target with [`Target::TopPredicted`] (also inside [`Target::Negated`])
+    /// replaced by the classes it picks on `scores`: a method that evaluates the model
+    /// at several inputs (integrated gradients, a noise tunnel, Score-CAM) explains
+    /// the same classes at every one.
+    pub fn pinned(&self, scores: ArrayView2<F>) -> Result<Target<F>> {
+        Ok(match self {
+            Target::TopPredicted => {
+                let r = self.resolve(scores)?;
+                Target::PerSample(r.classes.into_iter().map(|c| c.unwrap_or(0)).collect())
+            }
+            Target::Negated(inner) => Target::Negated(Box::new(inner.pinned(scores)?)),
+            other => other.clone(),
+        })
+    }
+
+    /// The target for a batch whose row `j` stands for item `items[j]` of a batch of
+    /// `n` (a stack of perturbed copies of the items): one class, seed row or
+    /// objective per row. [`Target::TopPredicted`] must be [`Target::pinned`] first,
+    /// or each copy would explain its own top class.
+    pub fn for_items(&self, items: &[usize], n: usize) -> Result<Target<F>> {
+        if let Some(&bad) = items.iter().find(|&&i| i >= n) {
+            return Err(Error::param(
+                "target items",
+                format!("item {bad} is not in a batch of {n}"),
+            ));
+        }
+        Ok(match self {
+            Target::Class(c) => Target::Class(*c),
+            Target::TopPredicted => {
+                return Err(Error::param(
+                    "target",
+                    "top-predicted must be pinned to the original batch's classes before it is repeated",
+                ))
+            }
+            Target::PerSample(cs) => {
+                if cs.len() != n {
+                    return Err(per_sample_mismatch(n, cs.len()));
+                }
+                Target::PerSample(items.iter().map(|&i| cs[i]).collect())
+            }
+            Target::Seed(seed) => {
+                if seed.nrows() != n {
+                    return Err(Error::shape("target seed rows", n, seed.nrows()));
+                }
+                Target::Seed(seed.select(ndarray::Axis(0), items))
+            }
+            Target::Objective(obj) => {
+                let inner = obj.clone();
+                let items = items.to_vec();
+                Target::Objective(Objective::new(obj.name(), move |j, s| {
+                    inner.eval(items[j], s)
+                }))
+            }
+            Target::Negated(inner) => Target::Negated(Box::new(inner.for_items(items, n)?)),
+        })
+    }
+
     /// The target for batch items `start..end` of a batch of `n`, so that a batch can
     /// be explained in chunks (and batch results compared with per-item ones).
     pub fn slice(&self, start: usize, end: usize, n: usize) -> Result<Target<F>> {
@@ -327,6 +384,34 @@ mod tests {
         assert_eq!(neg.seed, array![[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]);
         assert_eq!(neg.values, array![-1.0, -4.0]);
         assert_eq!(neg.value_at(1, array![0.0, 0.0, 2.5].view()), -2.5);
+    }
+
+    #[test]
+    fn pinned_and_repeated_targets() {
+        let s = array![[1.0f64, 3.0, 2.0], [5.0, 4.0, 0.0]];
+        let pinned = Target::TopPredicted.negated().pinned(s.view()).unwrap();
+        let rows = pinned.for_items(&[1, 0, 1], 2).unwrap();
+        let stacked = array![[5.0, 4.0, 0.0], [1.0, 3.0, 2.0], [5.0, 4.0, 0.0]];
+        let r = rows.resolve(stacked.view()).unwrap();
+        assert_eq!(r.values, array![-5.0, -3.0, -5.0]);
+        assert!(Target::<f64>::TopPredicted.for_items(&[0], 2).is_err());
+        let seed = Target::Seed(array![[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]]);
+        let r = seed
+            .for_items(&[1, 1], 2)
+            .unwrap()
+            .resolve(stacked.slice(ndarray::s![..2, ..]))
+            .unwrap();
+        assert_eq!(r.values, array![0.0, 4.0]);
+        let obj = Target::Objective(Objective::new("item", |i, s: ArrayView1<f64>| {
+            (i as f64 * 10.0 + s[0], Array1::zeros(s.len()))
+        }));
+        let r = obj
+            .for_items(&[1, 0], 2)
+            .unwrap()
+            .resolve(s.view())
+            .unwrap();
+        assert_eq!(r.values, array![11.0, 5.0]);
+        assert!(Target::<f64>::Class(0).for_items(&[2], 2).is_err());
     }
 
     #[test]

@@ -87,3 +87,41 @@ pub(crate) fn max_abs_over_channels<F: Scalar>(g: &Array4<F>) -> Array3<F> {
     }
     out
 }
+
+/// One backward pass for the activation and gradient at `layer` (the model's default
+/// when `None`): what the gradient-weighted CAM variants need.
+pub(crate) fn layer_pass<F: Scalar, M: LayerTap<F> + ?Sized>(
+    model: &M,
+    input: ArrayView4<F>,
+    target: &Target<F>,
+    layer: Option<&str>,
+) -> Result<(String, attrib_core::TapOutput<F>, BackwardOutput<F>)> {
+    let layer = layer_or_default(model, layer)?;
+    let mut out = model.backward(&BackwardRequest::tap(input, target, &layer))?;
+    let pos = out
+        .taps
+        .iter()
+        .position(|t| t.name == layer)
+        .ok_or_else(|| attrib_core::Error::Backend(format!("no tap `{layer}` returned")))?;
+    let tap = out.taps.swap_remove(pos);
+    Ok((layer, tap, out))
+}
+
+/// `(N, C, h, w)` summed over `h, w`: `(N, C)`.
+pub(crate) fn spatial_sum<F: Scalar>(a: &Array4<F>) -> ndarray::Array2<F> {
+    a.sum_axis(Axis(3)).sum_axis(Axis(2))
+}
+
+/// `ReLU` in place: pytorch-grad-cam applies it to every CAM before normalising.
+pub(crate) fn relu_in_place<F: Scalar>(m: &mut Array3<F>) {
+    m.mapv_inplace(|v| v.max(F::zero()));
+}
+
+/// A layer map from a method's values, with what was explained.
+pub(crate) fn layer_map<F: Scalar>(
+    cam: Array3<F>,
+    layer: String,
+    out: &BackwardOutput<F>,
+) -> AttributionMap<F> {
+    map(cam, MapLayout::Layer { name: layer }, out)
+}

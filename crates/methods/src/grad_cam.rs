@@ -18,6 +18,7 @@ pub struct GradCam {
     layer: Option<String>,
     no_relu: bool,
     counterfactual: bool,
+    per_channel: bool,
 }
 
 impl GradCam {
@@ -43,6 +44,13 @@ impl GradCam {
     /// Keeps the signed map (no final ReLU), e.g. to inspect negative evidence.
     pub fn without_relu(mut self) -> Self {
         self.no_relu = true;
+        self
+    }
+
+    /// The map per channel, `alpha_k A^k` `(N, C, h, w)`, before the channel sum and
+    /// the `ReLU` (`ReLU` of their sum over channels is Grad-CAM).
+    pub fn per_channel(mut self) -> Self {
+        self.per_channel = true;
         self
     }
 
@@ -99,14 +107,18 @@ impl GradCam {
     }
 }
 
-/// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
-pub(crate) fn grad_cam_map<F: Scalar>(tap: &TapOutput<F>, relu: bool) -> Array3<F> {
+/// Grad-CAM's channel weights: the spatial means of the gradient, `(N, C)`.
+fn channel_weights<F: Scalar>(tap: &TapOutput<F>) -> Array2<F> {
     let (n, c, _, _) = tap.gradient.dim();
-    let alpha: Array2<F> = tap
-        .gradient
+    tap.gradient
         .mean_axis(Axis(3))
         .and_then(|g| g.mean_axis(Axis(2)))
-        .unwrap_or_else(|| Array2::zeros((n, c)));
+        .unwrap_or_else(|| Array2::zeros((n, c)))
+}
+
+/// Grad-CAM from a tap: channel weights are the spatial means of the gradient.
+pub(crate) fn grad_cam_map<F: Scalar>(tap: &TapOutput<F>, relu: bool) -> Array3<F> {
+    let alpha = channel_weights(tap);
     let mut cam = weighted_channel_sum(&tap.activation, &alpha);
     if relu {
         cam.mapv_inplace(|v| v.max(F::zero()));
@@ -129,6 +141,19 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GradCam {
         input: ArrayView4<F>,
         target: &Target<F>,
     ) -> Result<AttributionMap<F>> {
+        if self.per_channel {
+            let layer = layer_or_default(model, self.layer.as_deref())?;
+            let target = if self.counterfactual {
+                target.negated()
+            } else {
+                target.clone()
+            };
+            let out = model.backward(&BackwardRequest::tap(input, &target, &layer))?;
+            let tap = out.tap(&layer)?;
+            let alpha = channel_weights(tap);
+            let maps = &tap.activation * &alpha.insert_axis(Axis(2)).insert_axis(Axis(3));
+            return Ok(map(maps, MapLayout::LayerChannels { name: layer }, &out));
+        }
         let (cam, layer, out) = self.compute(model, input, target)?;
         Ok(map(cam, MapLayout::Layer { name: layer }, &out))
     }

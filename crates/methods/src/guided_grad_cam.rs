@@ -1,4 +1,4 @@
-use attrib_core::resample::resize_bilinear;
+use attrib_core::resample::{resize_bilinear, resize_nearest};
 use attrib_core::{
     Attribution, AttributionMap, LayerTap, MapLayout, Rectifier, Result, Scalar, Target,
 };
@@ -7,13 +7,40 @@ use ndarray::{ArrayView4, Axis};
 use crate::common::{input_gradient, map};
 use crate::GradCam;
 
+/// How Guided Grad-CAM brings Grad-CAM to the input's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// Bilinear, PyTorch's `align_corners=False` geometry: the paper's choice, and
+    /// the default here.
+    #[default]
+    Bilinear,
+    /// Nearest neighbour, PyTorch's `mode="nearest"`: Captum's default.
+    Nearest,
+}
+
+impl std::str::FromStr for Interpolation {
+    type Err = attrib_core::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bilinear" => Ok(Interpolation::Bilinear),
+            "nearest" => Ok(Interpolation::Nearest),
+            other => Err(attrib_core::Error::param(
+                "interpolation",
+                format!("unknown `{other}`; valid: bilinear, nearest"),
+            )),
+        }
+    }
+}
+
 /// Guided Grad-CAM (Selvaraju et al.): guided backprop `(N, C, H, W)` multiplied
-/// elementwise by Grad-CAM upsampled to the input size with bilinear interpolation
-/// (PyTorch's `align_corners=False` geometry), broadcast over channels. Captum's
-/// `GuidedGradCam(interpolate_mode="bilinear")`.
+/// elementwise by Grad-CAM upsampled to the input size, broadcast over channels.
+/// Captum's `GuidedGradCam(interpolate_mode=...)`, bilinear by default (the paper's;
+/// Captum defaults to nearest).
 #[derive(Debug, Clone, Default)]
 pub struct GuidedGradCam {
     grad_cam: GradCam,
+    interpolation: Interpolation,
 }
 
 impl GuidedGradCam {
@@ -24,7 +51,16 @@ impl GuidedGradCam {
 
     /// Uses `grad_cam` (its layer, counterfactual setting) for the coarse map.
     pub fn with_grad_cam(grad_cam: GradCam) -> Self {
-        GuidedGradCam { grad_cam }
+        GuidedGradCam {
+            grad_cam,
+            interpolation: Interpolation::default(),
+        }
+    }
+
+    /// Upsamples Grad-CAM with `mode`.
+    pub fn interpolate(mut self, mode: Interpolation) -> Self {
+        self.interpolation = mode;
+        self
     }
 }
 
@@ -48,7 +84,10 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GuidedGradCam {
             }
         };
         let (_, _, h, w) = guided.dim();
-        let up = resize_bilinear(cam.view(), h, w);
+        let up = match self.interpolation {
+            Interpolation::Bilinear => resize_bilinear(cam.view(), h, w),
+            Interpolation::Nearest => resize_nearest(cam.view(), h, w),
+        };
         for (mut item, scale) in guided.outer_iter_mut().zip(up.outer_iter()) {
             for mut ch in item.axis_iter_mut(Axis(0)) {
                 ch.zip_mut_with(&scale, |g, &s| *g = *g * s);

@@ -6,7 +6,11 @@
 use attrib_core::{Attribution, AttributionMap, Error, LayerTap, Model, Result, Scalar, Target};
 use ndarray::{Array2, ArrayD, ArrayView4, Axis};
 
-use crate::{Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Saliency};
+use crate::rows::ItemRows;
+use crate::{
+    Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, HiResCam,
+    IntegratedGradients, NoiseKind, NoiseTunnel, Saliency, XGradCam,
+};
 
 /// The outcome of one identity check.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,7 +145,7 @@ pub fn saliency_is_max_abs_gradient<F: Scalar, M: Model<F> + ?Sized>(
 }
 
 /// Explaining a batch gives the same maps as explaining each item alone.
-pub fn batch_equals_items<F: Scalar, M: ?Sized, A: Attribution<F, M>>(
+pub fn batch_equals_items<F: Scalar, M: ?Sized, A: Attribution<F, M> + ?Sized>(
     method: &A,
     model: &M,
     input: ArrayView4<F>,
@@ -165,7 +169,7 @@ pub fn batch_equals_items<F: Scalar, M: ?Sized, A: Attribution<F, M>>(
 }
 
 /// A seed equal to a one-hot row explains the same as the class target.
-pub fn one_hot_seed_is_class<F: Scalar, M: ?Sized, A: Attribution<F, M>>(
+pub fn one_hot_seed_is_class<F: Scalar, M: ?Sized, A: Attribution<F, M> + ?Sized>(
     method: &A,
     model: &M,
     input: ArrayView4<F>,
@@ -200,4 +204,136 @@ pub fn deconvnet_ignores_input<F: Scalar, M: Model<F> + ?Sized>(
     let da: AttributionMap<F> = Deconvnet.attribute(model, a, &target)?;
     let db: AttributionMap<F> = Deconvnet.attribute(model, b, &target)?;
     compare("deconvnet(a) = deconvnet(b)", &da.values, &db.values)
+}
+
+/// Completeness (Sundararajan et al. 2017, Proposition 1): integrated gradients sum,
+/// per item, to `S(x) - S(b)`, the explained score at the input minus at the
+/// baseline (a top-predicted target pinned to the input's class). Exact for the
+/// integral; `ig`'s quadrature leaves an error that shrinks with its steps, so judge
+/// the check with a tolerance.
+pub fn integrated_gradients_completeness<F: Scalar, M: Model<F> + ?Sized>(
+    ig: &IntegratedGradients,
+    model: &M,
+    input: ArrayView4<F>,
+    target: &Target<F>,
+) -> Result<Check> {
+    let scores = model.forward(input)?;
+    let target = target.pinned(scores.view())?;
+    let map = ig.attribute(model, input, &target)?;
+    let (n, c, h, w) = input.dim();
+    let sums = map
+        .values
+        .into_shape_with_order((n, c * h * w))
+        .map_err(|e| Error::Backend(e.to_string()))?
+        .sum_axis(Axis(1));
+    let base = input.mapv(|_| F::of(ig.baseline_value()));
+    let at_base = model.forward(base.view())?;
+    let delta = &target.resolve(scores.view())?.values - &target.resolve(at_base.view())?.values;
+    compare(
+        "sum(integrated gradients) = S(x) - S(baseline)",
+        &sums.into_dyn(),
+        &delta.into_dyn(),
+    )
+}
+
+/// When the gradient at the layer is constant over positions, as it is with global
+/// average pooling and a linear head right after the layer, HiResCAM (Draelos &
+/// Carin) and XGrad-CAM (Fu et al.) both reduce to Grad-CAM: HiResCAM's
+/// elementwise `dS/dA^k ⊙ A^k` is Grad-CAM's `alpha_k A^k`, and XGrad-CAM's
+/// activation-weighted average of a constant gradient is that constant. Returns the
+/// two checks (XGrad-CAM's `1e-7` in its denominator, as pytorch-grad-cam has it,
+/// leaves a difference of that order relative to a channel's activation sum).
+pub fn hires_and_xgrad_are_grad_cam_under_gap<F: Scalar, M: LayerTap<F> + ?Sized>(
+    model: &M,
+    input: ArrayView4<F>,
+    target: &Target<F>,
+) -> Result<[Check; 2]> {
+    let layer = model
+        .linear_head()
+        .map(|h| h.layer)
+        .ok_or_else(|| Error::unsupported("hires-cam", "no GAP + linear head"))?;
+    let gc = GradCam::new()
+        .layer(layer.clone())
+        .attribute(model, input, target)?;
+    let hr = HiResCam::new()
+        .layer(layer.clone())
+        .attribute(model, input, target)?;
+    let xg = XGradCam::new()
+        .layer(layer)
+        .attribute(model, input, target)?;
+    Ok([
+        compare("hires-cam = grad-cam (GAP)", &hr.values, &gc.values)?,
+        compare("xgrad-cam = grad-cam (GAP)", &xg.values, &gc.values)?,
+    ])
+}
+
+/// A noise tunnel without noise (standard deviation 0) is its inner method:
+/// SmoothGrad gives the inner map `a`, SmoothGrad-squared `a^2`, VarGrad `0`. Returns
+/// the three checks.
+pub fn noise_tunnel_without_noise_is_inner<F, M, A>(
+    inner: &A,
+    model: &M,
+    input: ArrayView4<F>,
+    target: &Target<F>,
+) -> Result<[Check; 3]>
+where
+    F: Scalar,
+    M: Model<F> + ?Sized,
+    A: Clone + Attribution<F, M> + for<'x> Attribution<F, ItemRows<'x, M>>,
+{
+    let plain = Attribution::<F, M>::attribute(inner, model, input, target)?.values;
+    let tunnel = |kind| {
+        NoiseTunnel::new(inner.clone(), kind)
+            .samples(3)
+            .std(0.0)
+            .attribute(model, input, target)
+            .map(|m| m.values)
+    };
+    Ok([
+        compare(
+            "smoothgrad(std 0) = inner",
+            &tunnel(NoiseKind::SmoothGrad)?,
+            &plain,
+        )?,
+        compare(
+            "smoothgrad-sq(std 0) = inner^2",
+            &tunnel(NoiseKind::SmoothGradSq)?,
+            &plain.mapv(|v| v * v),
+        )?,
+        compare(
+            "vargrad(std 0) = 0",
+            &tunnel(NoiseKind::VarGrad)?,
+            &plain.mapv(|_| F::zero()),
+        )?,
+    ])
+}
+
+/// Per-channel Grad-CAM maps (`alpha_k A^k`, Captum's `attr_dim_summation=False`)
+/// sum over channels to Grad-CAM before its `ReLU`.
+pub fn per_channel_sums_to_grad_cam<F: Scalar, M: LayerTap<F> + ?Sized>(
+    grad_cam: &GradCam,
+    model: &M,
+    input: ArrayView4<F>,
+    target: &Target<F>,
+) -> Result<Check> {
+    let per = grad_cam
+        .clone()
+        .per_channel()
+        .attribute(model, input, target)?;
+    let whole = grad_cam
+        .clone()
+        .without_relu()
+        .attribute(model, input, target)?;
+    if per.values.ndim() != 4 {
+        return Err(Error::shape(
+            "per-channel grad-cam",
+            "(N, K, h, w)",
+            format!("{:?}", per.values.shape()),
+        ));
+    }
+    compare(
+        "sum_k per-channel = grad-cam before relu",
+        &per.values.sum_axis(Axis(1)),
+        &whole.values,
+    )
 }

@@ -21,24 +21,47 @@
 //! [`invariants`] module holds the identities between methods that tests, and
 //! researchers checking their own methods, reuse.
 
+mod ablation_cam;
 mod cam;
 mod common;
 mod deconvnet;
+mod eigen_cam;
 mod grad_cam;
+mod grad_cam_plus_plus;
 mod gradient;
 mod guided_backprop;
 mod guided_grad_cam;
+mod hires_cam;
+mod input_x_gradient;
+mod integrated_gradients;
 pub mod invariants;
+mod layer_cam;
+mod multi_layer;
+mod noise_tunnel;
 mod occlusion;
+pub mod rows;
 mod saliency;
+mod score_cam;
+mod xgrad_cam;
 
+pub use ablation_cam::AblationCam;
 pub use cam::Cam;
 pub use deconvnet::Deconvnet;
+pub use eigen_cam::EigenCam;
 pub use grad_cam::GradCam;
+pub use grad_cam_plus_plus::GradCamPlusPlus;
 pub use gradient::Gradient;
 pub use guided_backprop::GuidedBackprop;
-pub use guided_grad_cam::GuidedGradCam;
+pub use guided_grad_cam::{GuidedGradCam, Interpolation};
+pub use hires_cam::HiResCam;
+pub use input_x_gradient::InputXGradient;
+pub use integrated_gradients::{gauss_legendre, IntegratedGradients, Integration};
+pub use layer_cam::LayerCam;
+pub use multi_layer::{AtLayer, MultiLayer};
+pub use noise_tunnel::{NoiseKind, NoiseTunnel};
 pub use occlusion::Occlusion;
 pub use saliency::Saliency;
+pub use score_cam::ScoreCam;
+pub use xgrad_cam::XGradCam;
 
 pub use attrib_core::{Attribution, AttributionMap, MapLayout, Target};

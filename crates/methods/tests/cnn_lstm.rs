@@ -8,8 +8,11 @@ use attrib_core::{Attribution, Error, LayerTap, Model, Target};
 use attrib_dfdx::zoo::show_and_tell::{DecoderSpec, ShowAndTell};
 use attrib_dfdx::zoo::trunks::{ConvLayer, Trunk};
 use attrib_dfdx::zoo::vqa::{Vqa, VqaSpec};
+use attrib_methods::rows::ItemRows;
 use attrib_methods::{
-    Cam, Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency,
+    AblationCam, Cam, Deconvnet, EigenCam, GradCam, GradCamPlusPlus, Gradient, GuidedBackprop,
+    GuidedGradCam, HiResCam, InputXGradient, IntegratedGradients, LayerCam, NoiseKind, NoiseTunnel,
+    Occlusion, Saliency, ScoreCam, XGradCam,
 };
 use ndarray::{s, Array2, Array4, Axis};
 use rand::rngs::StdRng;
@@ -66,6 +69,29 @@ fn methods<M: LayerTap<f64>>() -> Vec<Named<M>> {
         ),
         ("guided-grad-cam", Box::new(GuidedGradCam::new())),
         ("occlusion", Box::new(Occlusion::new(4, 4))),
+        ("grad-cam-plus-plus", Box::new(GradCamPlusPlus::new())),
+        ("xgrad-cam", Box::new(XGradCam::new())),
+        ("layer-cam", Box::new(LayerCam::new())),
+        ("hires-cam", Box::new(HiResCam::new())),
+        ("score-cam", Box::new(ScoreCam::new().max_batch(5))),
+        ("ablation-cam", Box::new(AblationCam::new().max_batch(5))),
+        ("eigen-cam", Box::new(EigenCam::new())),
+        (
+            "integrated-gradients",
+            Box::new(IntegratedGradients::new().steps(4).max_batch(3)),
+        ),
+        ("input-x-gradient", Box::new(InputXGradient)),
+        // Without noise, so a batch and its items agree: what is checked is that
+        // every stacked copy keeps its item's query.
+        (
+            "smoothgrad",
+            Box::new(
+                NoiseTunnel::new(GuidedBackprop, NoiseKind::SmoothGrad)
+                    .samples(3)
+                    .std(0.0)
+                    .max_batch(2),
+            ),
+        ),
     ]
 }
 
@@ -132,6 +158,28 @@ fn a_batch_of_captions_explains_each_as_if_alone() {
     assert!(e.to_string().starts_with("cam is not applicable"), "{e}");
 }
 
+/// `g` is the gradient of `f` at `x`: central differences (step 1e-6) agree to 1e-6
+/// of its largest entry.
+fn matches_central_differences(
+    g: &ndarray::ArrayD<f64>,
+    x: &Array4<f64>,
+    f: impl Fn(&Array4<f64>) -> f64,
+) {
+    let h = 1e-6;
+    let mut worst = 0.0f64;
+    let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, gi) in g.iter().enumerate() {
+        let (mut p, mut m) = (x.clone(), x.clone());
+        p.as_slice_mut().unwrap()[i] += h;
+        m.as_slice_mut().unwrap()[i] -= h;
+        worst = worst.max(((f(&p) - f(&m)) / (2.0 * h) - gi).abs());
+    }
+    assert!(
+        scale > 1e-4 && worst <= 1e-6 * scale,
+        "{worst:e} at scale {scale:e}"
+    );
+}
+
 #[test]
 fn word_gradients_match_finite_differences() {
     let sat = captioner();
@@ -147,19 +195,34 @@ fn word_gradients_match_finite_differences() {
         let s = model.forward(x.view()).unwrap();
         s[[0, 2]] + s[[1, 1]]
     };
-    let h = 1e-6;
-    let mut worst = 0.0f64;
-    let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    for (i, gi) in g.iter().enumerate() {
-        let (mut p, mut m) = (x.clone(), x.clone());
-        p.as_slice_mut().unwrap()[i] += h;
-        m.as_slice_mut().unwrap()[i] -= h;
-        worst = worst.max(((f(&p) - f(&m)) / (2.0 * h) - gi).abs());
-    }
-    assert!(
-        scale > 1e-4 && worst <= 1e-6 * scale,
-        "{worst:e} at scale {scale:e}"
-    );
+    matches_central_differences(&g, &x, f);
+}
+
+/// The gradient of stacked copies of the items (what integrated gradients and noise
+/// tunnels run: rows 0..3 stand for items 1, 0, 1, each with its own caption)
+/// matches finite differences of their scores.
+#[test]
+fn stacked_item_rows_gradients_match_finite_differences() {
+    let sat = captioner();
+    let captions = vec![vec![1, 4, 7, 5, 2], vec![1, 6, 2]];
+    let model = sat.conditioned(&captions).unwrap();
+    let rows = ItemRows::new(&model, vec![1, 0, 1]);
+    let x = input(3, 4);
+    let target = Target::PerSample(vec![1, 3, 0]);
+    let g = Gradient.attribute(&rows, x.view(), &target).unwrap().values;
+    let f = |x: &Array4<f64>| {
+        let s = rows.forward(x.view()).unwrap();
+        s[[0, 1]] + s[[1, 3]] + s[[2, 0]]
+    };
+    // The rows' scores are their items' captions' scores.
+    let s = rows.forward(x.view()).unwrap();
+    let alone = sat
+        .conditioned(std::slice::from_ref(&captions[1]))
+        .unwrap()
+        .forward(x.slice(s![0..1, .., .., ..]))
+        .unwrap();
+    assert!((s[[0, 1]] - alone[[0, 1]]).abs() < 1e-12 && s[[0, 3]].is_nan());
+    matches_central_differences(&g, &x, f);
 }
 
 #[test]

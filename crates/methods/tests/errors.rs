@@ -213,3 +213,114 @@ fn method_specific_errors() {
         .unwrap();
     assert!(out.input_gradient().is_err());
 }
+
+/// The baselines' parameters and preconditions: each a typed error naming the
+/// problem, never a panic or a silent zero.
+#[test]
+fn baseline_method_errors() {
+    use attrib_methods::{
+        AblationCam, EigenCam, GradCamPlusPlus, HiResCam, InputXGradient, IntegratedGradients,
+        Integration, LayerCam, MultiLayer, NoiseKind, NoiseTunnel, ScoreCam, XGradCam,
+    };
+    let (net, x) = (tiny(), tiny_input());
+    let t = Target::Class(0);
+    let msg = |r: attrib_core::Result<attrib_core::AttributionMap<f64>>| r.unwrap_err().to_string();
+    // Unknown layers, for every layer method.
+    let unknown = "unknown layer `nope`; valid layers: conv, relu, gap, flatten, fc";
+    for m in [
+        msg(GradCamPlusPlus::new()
+            .layer("nope")
+            .attribute(&net, x.view(), &t)),
+        msg(XGradCam::new().layer("nope").attribute(&net, x.view(), &t)),
+        msg(LayerCam::new().layer("nope").attribute(&net, x.view(), &t)),
+        msg(HiResCam::new().layer("nope").attribute(&net, x.view(), &t)),
+        msg(ScoreCam::new().layer("nope").attribute(&net, x.view(), &t)),
+        msg(AblationCam::new()
+            .layer("nope")
+            .attribute(&net, x.view(), &t)),
+        msg(EigenCam::new().layer("nope").attribute(&net, x.view(), &t)),
+        msg(
+            MultiLayer::new(GradCam::new(), vec!["relu".into(), "nope".into()]).attribute(
+                &net,
+                x.view(),
+                &t,
+            ),
+        ),
+    ] {
+        assert_eq!(m, unknown);
+    }
+    assert_eq!(
+        msg(MultiLayer::new(GradCam::new(), vec![]).attribute(&net, x.view(), &t)),
+        "invalid layers: give at least one"
+    );
+    // Integrated gradients.
+    assert_eq!(
+        msg(IntegratedGradients::new()
+            .steps(0)
+            .attribute(&net, x.view(), &t)),
+        "invalid integration steps: gausslegendre needs at least 1 step, got 0"
+    );
+    assert_eq!(
+        msg(IntegratedGradients::new()
+            .method(Integration::RiemannTrapezoid)
+            .steps(1)
+            .attribute(&net, x.view(), &t)),
+        "invalid integration steps: riemann_trapezoid needs at least 2 steps, got 1"
+    );
+    assert_eq!(
+        msg(IntegratedGradients::new()
+            .baseline(f64::NAN)
+            .attribute(&net, x.view(), &t)),
+        "invalid baseline: NaN is not finite"
+    );
+    assert!(msg(IntegratedGradients::new()
+        .max_batch(0)
+        .attribute(&net, x.view(), &t))
+    .contains("must be positive"));
+    // Noise tunnels.
+    let nt = || NoiseTunnel::new(InputXGradient, NoiseKind::SmoothGrad);
+    assert_eq!(
+        msg(nt().samples(0).attribute(&net, x.view(), &t)),
+        "invalid noise samples: must be positive"
+    );
+    assert_eq!(
+        msg(nt().std(-0.5).attribute(&net, x.view(), &t)),
+        "invalid noise std: -0.5 is not a finite, non-negative number"
+    );
+    assert_eq!(
+        msg(nt()
+            .samples(2)
+            .with_noise(Array4::zeros((3, 1, 3, 3)))
+            .attribute(&net, x.view(), &t)),
+        "shape mismatch for given noise: expected (2, 1, 3, 3), got (3, 1, 3, 3)"
+    );
+    assert_eq!(
+        "smoothgrad-squared".parse::<NoiseKind>().unwrap_err().to_string(),
+        "invalid noise tunnel: unknown `smoothgrad-squared`; valid: smoothgrad, smoothgrad-sq, vargrad"
+    );
+    // Ablation-CAM divides by the explained score: a score of exactly 0 is an error.
+    let e = msg(AblationCam::new().attribute(&net, x.view(), &Target::Seed(array![[0.0, 0.0]])));
+    assert!(e.contains("the explained score of item 0 is 0"), "{e}");
+    // Score-CAM and Ablation-CAM batch sizes.
+    assert!(
+        msg(ScoreCam::new().max_batch(0).attribute(&net, x.view(), &t))
+            .contains("must be positive")
+    );
+    assert!(msg(AblationCam::new()
+        .max_batch(0)
+        .attribute(&net, x.view(), &t))
+    .contains("must be positive"));
+    // NaN in the input: every new method refuses it.
+    let mut bad = x.clone();
+    bad[[0, 0, 1, 1]] = f64::NAN;
+    for e in [
+        msg(GradCamPlusPlus::new().attribute(&net, bad.view(), &t)),
+        msg(ScoreCam::new().attribute(&net, bad.view(), &t)),
+        msg(AblationCam::new().attribute(&net, bad.view(), &t)),
+        msg(EigenCam::new().attribute(&net, bad.view(), &t)),
+        msg(IntegratedGradients::new().attribute(&net, bad.view(), &t)),
+        msg(nt().attribute(&net, bad.view(), &t)),
+    ] {
+        assert!(e.contains("NaN"), "{e}");
+    }
+}

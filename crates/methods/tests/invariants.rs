@@ -7,32 +7,9 @@ use attrib_methods::invariants::{self, Check};
 use attrib_methods::{
     Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency,
 };
-use common::{random_net, Shape};
+use common::{random_net, shapes, Shape};
 use ndarray::Array2;
 use proptest::prelude::*;
-
-fn shapes() -> impl Strategy<Value = Shape> {
-    (
-        1usize..=3,
-        4usize..=7,
-        2usize..=4,
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        2usize..=4,
-    )
-        .prop_map(
-            |(in_ch, size, hidden, second_conv, max_pool, relu6, classes)| Shape {
-                in_ch,
-                size,
-                hidden,
-                second_conv,
-                max_pool,
-                relu6,
-                classes,
-            },
-        )
-}
 
 fn ok(c: Check) -> Result<(), TestCaseError> {
     prop_assert!(

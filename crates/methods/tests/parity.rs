@@ -1,7 +1,8 @@
 //! Parity with the reference implementations (Captum, pytorch-grad-cam) on fixtures
-//! written by `tools/reference/generate.py` and `edge_cases.py`: relative error `max|a - b| / max|b|`
-//! at most 1e-4 in f32 for every method (1e-3 for pytorch-grad-cam's normalised,
-//! upsampled map).
+//! written by `tools/reference/generate.py`, `edge_cases.py` and `baselines.py`:
+//! relative error `max|a - b| / max|b|` at most 1e-4 in f32 for every method (1e-3
+//! for pytorch-grad-cam's normalised, upsampled maps and for Score-CAM and
+//! Ablation-CAM, whose weights are differences of nearly equal scores).
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +12,11 @@ use attrib_dfdx::{
     WeightMap,
 };
 use attrib_methods::{
-    Deconvnet, GradCam, Gradient, GuidedBackprop, GuidedGradCam, Occlusion, Saliency,
+    AblationCam, Deconvnet, EigenCam, GradCam, GradCamPlusPlus, Gradient, GuidedBackprop,
+    GuidedGradCam, HiResCam, InputXGradient, IntegratedGradients, Integration, Interpolation,
+    LayerCam, MultiLayer, NoiseKind, NoiseTunnel, Occlusion, Saliency, ScoreCam, XGradCam,
 };
-use ndarray::{ArrayD, ArrayView4, Ix4};
+use ndarray::{ArrayD, ArrayView4, Axis, Ix4};
 use ndarray_npy::read_npy;
 
 fn root() -> PathBuf {
@@ -279,4 +282,178 @@ fn efficientnet_lite0_methods_match_the_references() {
         &Target::Class(285),
         Occlusion::new(16, 8),
     );
+}
+
+type Method = dyn Attribution<f32, Network<f32>>;
+
+/// The baselines of `tools/reference/baselines.py` on one network: pytorch-grad-cam's
+/// CAM variants (raw maps) and multi-layer Grad-CAM, Captum's integrated gradients,
+/// input x gradient, Guided Grad-CAM with nearest upsampling and per-channel
+/// Grad-CAM.
+fn check_baselines(
+    prefix: &str,
+    net: &Network<f32>,
+    x: ArrayView4<f32>,
+    layers: [&str; 2],
+) -> Vec<String> {
+    let target = match prefix {
+        "resnet18" => Target::PerSample(vec![3, 7]),
+        _ => Target::PerSample(vec![1, 4]),
+    };
+    let (gpp, xg, lc, hr, sc, ab, ec) = (
+        GradCamPlusPlus::new(),
+        XGradCam::new(),
+        LayerCam::new(),
+        HiResCam::new(),
+        ScoreCam::new(),
+        AblationCam::new(),
+        EigenCam::new(),
+    );
+    let ig = IntegratedGradients::new();
+    let ggc = GuidedGradCam::new().interpolate(Interpolation::Nearest);
+    let pc = GradCam::new().per_channel();
+    let ml = MultiLayer::new(GradCam::new(), layers.map(String::from).to_vec());
+    let methods: Vec<(&str, &Method, f64)> = vec![
+        ("grad-cam-plus-plus", &gpp, 1e-4),
+        ("xgrad-cam", &xg, 1e-4),
+        ("layer-cam", &lc, 1e-4),
+        ("hires-cam", &hr, 1e-4),
+        ("score-cam", &sc, 1e-3),
+        ("ablation-cam", &ab, 1e-3),
+        ("eigen-cam", &ec, 1e-4),
+        ("integrated-gradients", &ig, 1e-4),
+        ("input-x-gradient", &InputXGradient, 1e-4),
+        ("guided-grad-cam-nearest", &ggc, 1e-4),
+        ("grad-cam-per-channel", &pc, 1e-4),
+        ("multi-layer-grad-cam", &ml, 1e-3),
+    ];
+    let mut report = Vec::new();
+    for (name, m, tol) in methods {
+        if prefix == "resnet18" && name == "integrated-gradients" {
+            continue; // in f64: see integrated_gradients_on_resnet18_in_f64
+        }
+        let got = m.attribute(net, x, &target).unwrap().values;
+        let e = rel_err(&got, &fixture(&format!("{prefix}.{name}")));
+        report.push(format!("{name} {e:.1e}"));
+        assert!(e <= tol, "{prefix} {name}: relative error {e:e}");
+    }
+    // Eigen-CAM against pytorch-grad-cam's own projection, whatever sign its SVD
+    // chose: the map is ReLU of it or of its negation, item by item.
+    let got = ec.attribute(net, x, &target).unwrap().values;
+    let raw = fixture(&format!("{prefix}.eigen-cam-projection"));
+    for (b, (g, r)) in got.outer_iter().zip(raw.outer_iter()).enumerate() {
+        let pos = r.mapv(|v| v.max(0.0));
+        let neg = r.mapv(|v| (-v).max(0.0));
+        let e = rel_err(&g.to_owned(), &pos).min(rel_err(&g.to_owned(), &neg));
+        assert!(e <= 1e-4, "{prefix} eigen-cam item {b} up to sign: {e:e}");
+    }
+    report
+}
+
+#[test]
+fn baselines_match_pytorch_grad_cam_and_captum() {
+    let r18 = Arch::Resnet18.synthetic::<f32>(0, 10).unwrap();
+    let x = input("resnet18.input");
+    let report = check_baselines("resnet18", &r18, x.view(), ["layer3", "layer4"]);
+    eprintln!("resnet18: {}", report.join(", "));
+    let map = WeightMap::load(&root().join("fixtures/reference/tiny_vgg.safetensors")).unwrap();
+    let net = tiny_vgg(&map);
+    let x = input("tiny_vgg.input");
+    let report = check_baselines("tiny_vgg", &net, x.view(), ["features.4", "features"]);
+    eprintln!("tiny_vgg: {}", report.join(", "));
+}
+
+/// One of the 50 Gauss-Legendre points on ResNet-18's path lies within float32
+/// rounding of a ReLU's kink, where float32 implementations disagree by which side
+/// they land on (attrib's f32 map differs from Captum's f32 map by 1.05e-4 of its
+/// range, all of it from that one point's gradient); in float64 both are
+/// unambiguous, and Captum's float64 map is the reference.
+#[test]
+fn integrated_gradients_on_resnet18_in_f64() {
+    let net = Arch::Resnet18.synthetic::<f64>(0, 10).unwrap();
+    let x = input("resnet18.input").mapv(f64::from);
+    let got = IntegratedGradients::new()
+        .attribute(&net, x.view(), &Target::PerSample(vec![3, 7]))
+        .unwrap()
+        .values
+        .mapv(|v| v as f32);
+    let e = rel_err(&got, &fixture("resnet18.integrated-gradients"));
+    eprintln!("resnet18 integrated gradients (f64): relative error {e:.1e}");
+    assert!(e <= 1e-6, "relative error {e:e}");
+}
+
+/// Captum's Riemann sums, at 7 steps from a baseline of 0.5.
+#[test]
+fn integrated_gradients_riemann_sums_match_captum() {
+    let map = WeightMap::load(&root().join("fixtures/reference/tiny_vgg.safetensors")).unwrap();
+    let net = tiny_vgg(&map);
+    let x = input("tiny_vgg.input");
+    let target = Target::PerSample(vec![1, 4]);
+    for m in [
+        Integration::RiemannLeft,
+        Integration::RiemannRight,
+        Integration::RiemannMiddle,
+        Integration::RiemannTrapezoid,
+    ] {
+        let got = IntegratedGradients::new()
+            .method(m)
+            .steps(7)
+            .baseline(0.5)
+            .attribute(&net, x.view(), &target)
+            .unwrap()
+            .values;
+        let name = m.name().replace('_', "-");
+        let e = rel_err(
+            &got,
+            &fixture(&format!("tiny_vgg.integrated-gradients-{name}")),
+        );
+        eprintln!("{name}: relative error {e:.1e}");
+        assert!(e <= 1e-4, "{name}: relative error {e:e}");
+    }
+}
+
+/// Captum's `NoiseTunnel` with the very noise it drew (saved by `baselines.py`):
+/// SmoothGrad and VarGrad over the gradient (`Saliency(abs=False)`), SmoothGrad-squared
+/// over input x gradient; 4 samples of standard deviation 0.2.
+#[test]
+fn noise_tunnels_match_captum_given_its_noise() {
+    let map = WeightMap::load(&root().join("fixtures/reference/tiny_vgg.safetensors")).unwrap();
+    let net = tiny_vgg(&map);
+    let x = input("tiny_vgg.input");
+    let target = Target::PerSample(vec![1, 4]);
+    let noise = fixture("tiny_vgg.noise")
+        .mapv(f64::from)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    assert_eq!(noise.len_of(Axis(0)), 8);
+    let cases = [
+        (NoiseKind::SmoothGrad, "gradient"),
+        (NoiseKind::SmoothGradSq, "input-x-gradient"),
+        (NoiseKind::VarGrad, "gradient"),
+    ];
+    for (kind, inner) in cases {
+        // Small batches too: the tunnel explains its rows in chunks.
+        for max_batch in [32, 3] {
+            let got = match inner {
+                "gradient" => NoiseTunnel::new(Gradient, kind)
+                    .samples(4)
+                    .std(0.2)
+                    .max_batch(max_batch)
+                    .with_noise(noise.clone())
+                    .attribute(&net, x.view(), &target),
+                _ => NoiseTunnel::new(InputXGradient, kind)
+                    .samples(4)
+                    .std(0.2)
+                    .max_batch(max_batch)
+                    .with_noise(noise.clone())
+                    .attribute(&net, x.view(), &target),
+            }
+            .unwrap()
+            .values;
+            let name = format!("{}.{inner}", kind.name());
+            let e = rel_err(&got, &fixture(&format!("tiny_vgg.{name}")));
+            eprintln!("{name} (max batch {max_batch}): relative error {e:.1e}");
+            assert!(e <= 1e-4, "{name}: relative error {e:e}");
+        }
+    }
 }

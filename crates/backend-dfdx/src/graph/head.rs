@@ -103,6 +103,21 @@ where
         self.net.backward_with(req, &self.head)
     }
 
+    fn backward_items(
+        &self,
+        req: &BackwardRequest<'_, E>,
+        items: &[usize],
+    ) -> Result<BackwardOutput<E>> {
+        if items.len() != req.input.dim().0 {
+            return Err(attrib_core::Error::shape(
+                "items of the rows",
+                req.input.dim().0,
+                items.len(),
+            ));
+        }
+        self.net.backward_with(req, &self.head.select(items)?)
+    }
+
     fn forward_items(&self, input: ArrayView4<E>, items: &[usize]) -> Result<Array2<E>> {
         if items.len() != input.dim().0 {
             return Err(attrib_core::Error::shape(
@@ -137,10 +152,38 @@ where
         self.net.activations_with(input, layers, &self.head)
     }
 
+    fn activations_items(
+        &self,
+        input: ArrayView4<E>,
+        layers: &[String],
+        items: &[usize],
+    ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
+        if items.len() != input.dim().0 {
+            return Err(attrib_core::Error::shape(
+                "items of the rows",
+                input.dim().0,
+                items.len(),
+            ));
+        }
+        self.net
+            .activations_with(input, layers, &self.head.select(items)?)
+    }
+
     /// No GAP + linear head: the scores are the head's, not a linear function of a
     /// pooled map (CAM says so).
     fn linear_head(&self) -> Option<LinearHead<E>> {
         None
+    }
+
+    fn forward_from(
+        &self,
+        input: ArrayView4<E>,
+        layer: &str,
+        activations: ArrayView4<E>,
+        items: &[usize],
+    ) -> Result<Array2<E>> {
+        self.net
+            .forward_from_with(input, layer, activations, items, &self.head.select(items)?)
     }
 
     fn rectifiers_above(&self, layer: &str) -> Result<bool> {

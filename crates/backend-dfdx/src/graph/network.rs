@@ -691,6 +691,102 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         Ok(output)
     }
 
+    /// The head's scores with `activations` in place of `layer`'s output: the rows
+    /// stand for `items` of `input`. Everything below the layer runs once, on
+    /// `input`; nodes above it run on the replaced rows, reading any value from
+    /// below the layer (a bypassing branch) from the item each row stands for.
+    pub fn forward_from_with<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layer: &str,
+        activations: ArrayView4<E>,
+        items: &[usize],
+        head: &H,
+    ) -> Result<Array2<E>> {
+        D::run_pass(self, |net| {
+            net.forward_from_pass(input, layer, activations, items, head)
+        })
+    }
+
+    fn forward_from_pass<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layer: &str,
+        activations: ArrayView4<E>,
+        items: &[usize],
+        head: &H,
+    ) -> Result<Array2<E>> {
+        let v = self.value_of(layer)?;
+        let n = input.dim().0;
+        let m = activations.dim().0;
+        if items.len() != m {
+            return Err(Error::shape("items of the rows", m, items.len()));
+        }
+        if let Some(&bad) = items.iter().find(|&&i| i >= n) {
+            return Err(Error::param(
+                "items",
+                format!("item {bad} is not in a batch of {n}"),
+            ));
+        }
+        let x = self.input_tensor(&input)?;
+        let keep: HashSet<usize> = (0..self.shapes.len()).collect();
+        let mut tape = OwnedTape::default();
+        let base = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
+        let below = base[v].as_ref().expect("every value is kept");
+        let [_, c, h, w] = ops::dims(below);
+        let (_, ac, ah, aw) = activations.dim();
+        if [ac, ah, aw] != [c, h, w] {
+            return Err(Error::shape(
+                format!("activations for `{layer}`"),
+                format!("(M, {c}, {h}, {w})"),
+                format!("({m}, {ac}, {ah}, {aw})"),
+            ));
+        }
+        if let Some((idx, val)) = activations.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFiniteInput {
+                index: [idx.0, idx.1, idx.2, idx.3],
+                value: val.to_string(),
+            });
+        }
+        let rows = |t: &Tensor4<E, D>| -> Result<Tensor4<E, D>> {
+            let [_, c, h, w] = ops::dims(t);
+            let per = c * h * w;
+            let host = D::host(t);
+            let data = items
+                .iter()
+                .flat_map(|&i| host[i * per..(i + 1) * per].iter().copied())
+                .collect();
+            tensor4(&self.device, data, [m, c, h, w])
+        };
+        let mut values: Vec<Option<Tensor4<E, D>>> = vec![None; self.shapes.len()];
+        values[v] = Some(tensor4(
+            &self.device,
+            activations.iter().copied().collect(),
+            [m, c, h, w],
+        )?);
+        for i in v..self.nodes.len() {
+            let node = &self.nodes[i];
+            for &u in &node.inputs {
+                if u < v && values[u].is_none() {
+                    values[u] = Some(rows(base[u].as_ref().expect("every value is kept"))?);
+                }
+            }
+            let ins: Vec<&Tensor4<E, D>> = node
+                .inputs
+                .iter()
+                .map(|&u| values[u].as_ref().expect("computed above"))
+                .collect();
+            let out =
+                self.layer_forward(&node.layer, &ins, Rectifier::Gradient, None, &mut NoneTape)?;
+            values[i + 1] = Some(out);
+        }
+        let out = values
+            .last()
+            .and_then(|v| v.as_ref())
+            .expect("the output runs");
+        Ok(self.scores_of(&self.head_scores(head, out, &mut NoneTape)?))
+    }
+
     fn activations_pass<H: Head<E, D>>(
         &self,
         input: ArrayView4<E>,
@@ -716,6 +812,16 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
 }
 
 impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
+    fn forward_from(
+        &self,
+        input: ArrayView4<E>,
+        layer: &str,
+        activations: ArrayView4<E>,
+        items: &[usize],
+    ) -> Result<Array2<E>> {
+        self.forward_from_with(input, layer, activations, items, &Identity)
+    }
+
     fn layers(&self) -> Vec<LayerInfo> {
         self.names
             .iter()

@@ -5,6 +5,7 @@ use attrib_dfdx::{
     Conv2d, Conv2dConfig, Elem, Linear, Network, NetworkBuilder, Padding, Pool2dConfig,
 };
 use ndarray::{array, Array4};
+use proptest::prelude::{any, Strategy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,6 +47,31 @@ pub fn tiny_in<E: Elem>() -> Network<E> {
 /// The hand-computed input: conv maps [[4,-3],[1,3]] and [[-1,-1],[2,-3]], scores (3.5, -2).
 pub fn tiny_input() -> Array4<f64> {
     array![[[[1.0, -1.0, 2.0], [0.0, 3.0, -2.0], [1.0, 1.0, 0.0]]]]
+}
+
+/// Random network options: 1-3 input channels, 4-7 pixels, 2-4 hidden channels, an
+/// optional second convolution and max-pool, ReLU or ReLU6, 2-4 classes.
+pub fn shapes() -> impl Strategy<Value = Shape> {
+    (
+        1usize..=3,
+        4usize..=7,
+        2usize..=4,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        2usize..=4,
+    )
+        .prop_map(
+            |(in_ch, size, hidden, second_conv, max_pool, relu6, classes)| Shape {
+                in_ch,
+                size,
+                hidden,
+                second_conv,
+                max_pool,
+                relu6,
+                classes,
+            },
+        )
 }
 
 /// Options for a random network.
