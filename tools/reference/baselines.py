@@ -34,6 +34,7 @@ from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
     GradCAM,
+    GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
@@ -60,6 +61,8 @@ CAMS = {
     "score-cam": ScoreCAM,
     "ablation-cam": AblationCAM,
     "eigen-cam": EigenCAM,
+    # The method examples/custom-method adds outside attrib-methods.
+    "grad-cam-elementwise": GradCAMElementWise,
 }
 
 

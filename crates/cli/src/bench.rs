@@ -54,7 +54,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .build_global()
             .map_err(|e| Error::param("--threads", e.to_string()))?;
     }
-    let methods = parse_methods(std::slice::from_ref(&args.method), &[])?;
+    let methods = parse_methods(std::slice::from_ref(&args.method), true)?;
     let [method] = methods.as_slice() else {
         return Err(Error::param("--method", "bench times exactly one method"));
     };

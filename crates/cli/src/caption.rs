@@ -118,7 +118,7 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
         beam: args.beam,
         max_words: args.max_words,
         words: args.words.clone(),
-        methods: parse_methods(&args.methods, &[Method::Cam])?,
+        methods: parse_methods(&args.methods, false)?,
         settings: Settings::from_args(&args.options, 16, 8)?,
         colormap: explain::parse_colormap(&args.colormap)?,
         npy: args.npy,

@@ -18,9 +18,7 @@ use serde_json::{json, Value};
 use crate::caption::{self, CaptionOptions};
 use crate::explain::{parse_colormap, row_title};
 use crate::inputs::{self, Batch};
-use crate::methods::{
-    attribute, progress_bar, render as render_map, Family, Method, Settings, REGISTRY,
-};
+use crate::methods::{attribute, progress_bar, render as render_map, Method, Settings};
 use crate::outputs::Outputs;
 use crate::vqa::{self, VqaOptions};
 
@@ -71,10 +69,10 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 fn lite0_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Value> {
     let weights = crate::fetch::lite0(&crate::fetch::cache_dir(args.cache.clone()), args.quiet)?;
     let net: Network<f32> = Arch::EfficientnetLite0.load(&weights)?;
-    let methods: Vec<Method> = REGISTRY
+    let methods: Vec<Method> = attrib_methods::registry::BUILT_IN
         .iter()
-        .filter(|e| e.family == Family::Paper)
-        .map(|e| e.method)
+        .filter(|e| e.groups.contains(&"all"))
+        .map(|e| Method::builtin(e.name))
         .collect();
     let settings = Settings::new(32, 16);
     let mut html =
@@ -224,7 +222,10 @@ fn caption_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Resul
         beam: 1,
         max_words: 20,
         words: Vec::new(),
-        methods: vec![Method::GradCam, Method::GuidedGradCam],
+        methods: vec![
+            Method::builtin("grad-cam"),
+            Method::builtin("guided-grad-cam"),
+        ],
         settings: Settings::new(16, 8),
         colormap,
         npy: false,
@@ -279,7 +280,10 @@ fn vqa_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Va
             question: question.into(),
             answer: "top1".into(),
             topk: 3,
-            methods: vec![Method::GradCam, Method::GuidedGradCam],
+            methods: vec![
+                Method::builtin("grad-cam"),
+                Method::builtin("guided-grad-cam"),
+            ],
             settings: Settings::new(8, 4),
             colormap,
             npy: false,

@@ -72,10 +72,6 @@ pub struct ExplainArgs {
     /// Colormap for heat maps: jet, viridis, turbo, diverging, gray.
     #[arg(long, default_value = "jet")]
     pub colormap: String,
-    /// Grad-CAM (and counterfactual Grad-CAM) per channel: `alpha_k A^k`, `(N, C, h,
-    /// w)`, before the channel sum and ReLU. Written with --npy only (no picture).
-    #[arg(long)]
-    pub per_channel: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -86,30 +82,13 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     let colormap = parse_colormap(&args.colormap)?;
     let (arch, net) = inputs::load_model(&args.source.arch, &args.source.weights)?;
     // The groups leave CAM out where the network has no GAP + linear head.
-    let inapplicable: &[Method] = if net.linear_head().is_none() {
-        &[Method::Cam]
-    } else {
-        &[]
-    };
-    let methods = parse_methods(&args.methods, inapplicable)?;
-    let mut settings = Settings::from_args(&args.options, 16, 8)?;
-    if args.per_channel {
-        if !methods
-            .iter()
-            .any(|m| matches!(m, Method::GradCam | Method::CounterfactualGradCam))
-        {
-            return Err(Error::param(
-                "--per-channel",
-                "applies to grad-cam and counterfactual-grad-cam, and neither is asked for",
-            ));
-        }
-        if !args.npy {
-            return Err(Error::param(
-                "--per-channel",
-                "per-channel maps have no picture; add --npy to write them",
-            ));
-        }
-        settings.per_channel = true;
+    let methods = parse_methods(&args.methods, net.linear_head().is_some())?;
+    let settings = Settings::from_args(&args.options, 16, 8)?;
+    if settings.flag(&attrib_methods::registry::PER_CHANNEL) && !args.npy {
+        return Err(Error::param(
+            "--per-channel",
+            "per-channel maps have no picture; add --npy to write them",
+        ));
     }
     settings.check(&methods)?;
     for l in &settings.layers {
@@ -204,9 +183,17 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
             json!({"input": stem, "target": target, "top5": inputs::top_json(&tops[i]), "files": files})
         })
         .collect();
+    // Each method's parameters as it ran (given or default), so a result says how it
+    // was made.
+    let params: serde_json::Map<String, Value> = methods
+        .iter()
+        .filter(|m| !m.info().params.is_empty())
+        .map(|m| (m.name().to_string(), settings.describe(*m)))
+        .collect();
     let summary = json!({
         "arch": arch.name(),
         "methods": methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "params": params,
         "layers": layers,
         "warnings": warnings,
         "items": items,
@@ -227,14 +214,14 @@ fn layers_and_warnings(
     let mut warnings = Vec::new();
     for (&m, map) in methods.iter().zip(maps) {
         let layer = map_layer_name(m, map, s, net);
-        if let (Method::Cam, Some(used)) = (m, &layer) {
+        if let (true, Some(used)) = (m.info().needs_linear_head, &layer) {
             if let Some(asked) = s.layers.iter().find(|a| *a != used) {
                 warnings.push(format!(
                     "cam is defined at the layer feeding the global-average-pool head, `{used}`; --layer {asked} applies to the Grad-CAM methods"
                 ));
             }
         }
-        if at_layer(m) || m == Method::GuidedGradCam {
+        if at_layer(m) {
             let used = if s.layers.is_empty() {
                 vec![net.default_layer()]
             } else {

@@ -1,288 +1,122 @@
-//! The methods as the CLI offers them: one registry (name, family, what it is), the
-//! options they take, running one on a batch, and drawing its map. Every command
-//! (`explain`, `caption`, `vqa`, `demo`, `bench`) goes through here, so a new method
-//! is one entry in [`REGISTRY`] and one arm in [`attribute`].
+//! The methods as the CLI offers them: the registry of `attrib_methods::registry`
+//! (plus any methods a program adds with [`crate::main_with`]), the options they
+//! take, running one on a batch, and drawing its map. Every command (`explain`,
+//! `caption`, `vqa`, `demo`, `bench`) goes through here, and every method parameter
+//! becomes a flag of every command, so a method is offered by its registry entry
+//! alone.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use attrib_core::{Attribution, AttributionMap, Error, LayerTap, MapLayout, Result, Target};
-use attrib_methods::{
-    AblationCam, AtLayer, Cam, Deconvnet, EigenCam, GradCam, GradCamPlusPlus, Gradient,
-    GuidedBackprop, GuidedGradCam, HiResCam, InputXGradient, IntegratedGradients, Interpolation,
-    LayerCam, MultiLayer, NoiseKind, NoiseTunnel, Occlusion, Saliency, ScoreCam, XGradCam,
-};
+use attrib_methods::registry::{MethodInfo, Output, Param, Params, BUILT_IN, GROUPS};
+use attrib_methods::{combine_layers, NoiseKind, NoiseTunnel};
 use attrib_viz::{
     io::colormap_image, normalize, render, upsample_normalized, Colormap, Normalization,
 };
-use clap::Args;
+use clap::{ArgMatches, Args, FromArgMatches};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array3, Array4, Axis, Ix3, Ix4};
 use serde_json::Value;
 
-/// A method the CLI runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Gradient,
-    Saliency,
-    Deconvnet,
-    GuidedBackprop,
-    Cam,
-    GradCam,
-    CounterfactualGradCam,
-    GuidedGradCam,
-    Occlusion,
-    GradCamPlusPlus,
-    XGradCam,
-    LayerCam,
-    HiResCam,
-    ScoreCam,
-    AblationCam,
-    EigenCam,
-    IntegratedGradients,
-    InputXGradient,
-}
+/// A method the CLI runs: an entry of the registry.
+#[derive(Clone, Copy)]
+pub struct Method(&'static MethodInfo);
 
-/// Which group a method belongs to, for `all`, `cams` and `gradients`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// In the Grad-CAM paper (`all`).
-    Paper,
-    /// Another CAM variant.
-    Cam,
-    /// Another input-space gradient method.
-    Gradient,
-}
-
-/// One method: CLI name, the method, its family, whether it is a CAM computed at a
-/// layer (`cams`), whether its map is in input space (`gradients`; a noise tunnel
-/// applies to these).
-pub struct Entry {
-    pub name: &'static str,
-    pub method: Method,
-    pub family: Family,
-    pub at_layer: bool,
-    pub input_space: bool,
-    /// One line on what it computes.
-    pub about: &'static str,
-}
-
-const fn e(
-    name: &'static str,
-    method: Method,
-    family: Family,
-    at_layer: bool,
-    input_space: bool,
-    about: &'static str,
-) -> Entry {
-    Entry {
-        name,
-        method,
-        family,
-        at_layer,
-        input_space,
-        about,
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
     }
 }
 
-/// Every method, in the order `all`, `cams` and `gradients` list them.
-pub const REGISTRY: [Entry; 18] = [
-    e(
-        "gradient",
-        Method::Gradient,
-        Family::Paper,
-        false,
-        true,
-        "dS/dI, signed, per input channel (the paper's vanilla backprop)",
-    ),
-    e(
-        "saliency",
-        Method::Saliency,
-        Family::Paper,
-        false,
-        true,
-        "max over channels of |dS/dI| (Simonyan et al.)",
-    ),
-    e(
-        "deconvnet",
-        Method::Deconvnet,
-        Family::Paper,
-        false,
-        true,
-        "Zeiler and Fergus's backward rule through ReLUs",
-    ),
-    e(
-        "guided-backprop",
-        Method::GuidedBackprop,
-        Family::Paper,
-        false,
-        true,
-        "Springenberg et al.'s guided backward rule",
-    ),
-    e(
-        "cam",
-        Method::Cam,
-        Family::Paper,
-        true,
-        false,
-        "class activation map (Zhou et al.); needs a GAP + linear head",
-    ),
-    e(
-        "grad-cam",
-        Method::GradCam,
-        Family::Paper,
-        true,
-        false,
-        "ReLU(sum_k alpha_k A^k), alpha = spatial mean of dS/dA",
-    ),
-    e(
-        "counterfactual-grad-cam",
-        Method::CounterfactualGradCam,
-        Family::Paper,
-        true,
-        false,
-        "Grad-CAM with negated gradients (the paper's Sec. 5.3)",
-    ),
-    e(
-        "guided-grad-cam",
-        Method::GuidedGradCam,
-        Family::Paper,
-        false,
-        true,
-        "guided backprop times the upsampled Grad-CAM map",
-    ),
-    e(
-        "occlusion",
-        Method::Occlusion,
-        Family::Paper,
-        false,
-        false,
-        "score drop when a window is occluded (Zeiler and Fergus)",
-    ),
-    e(
-        "grad-cam-plus-plus",
-        Method::GradCamPlusPlus,
-        Family::Cam,
-        true,
-        false,
-        "Grad-CAM++ (Chattopadhyay et al.): higher-order weights",
-    ),
-    e(
-        "xgrad-cam",
-        Method::XGradCam,
-        Family::Cam,
-        true,
-        false,
-        "XGrad-CAM (Fu et al.): activation-weighted gradient means",
-    ),
-    e(
-        "layer-cam",
-        Method::LayerCam,
-        Family::Cam,
-        true,
-        false,
-        "LayerCAM (Jiang et al.): ReLU(dS/dA) * A per position",
-    ),
-    e(
-        "hires-cam",
-        Method::HiResCam,
-        Family::Cam,
-        true,
-        false,
-        "HiResCAM (Draelos and Carin): sum_k dS/dA^k * A^k",
-    ),
-    e(
-        "score-cam",
-        Method::ScoreCam,
-        Family::Cam,
-        true,
-        false,
-        "Score-CAM (Wang et al.): softmaxed scores of channel-masked inputs",
-    ),
-    e(
-        "ablation-cam",
-        Method::AblationCam,
-        Family::Cam,
-        true,
-        false,
-        "Ablation-CAM (Desai and Ramaswamy): score drop per zeroed channel",
-    ),
-    e(
-        "eigen-cam",
-        Method::EigenCam,
-        Family::Cam,
-        true,
-        false,
-        "Eigen-CAM (Muhammad and Yeasin): first principal component",
-    ),
-    e(
-        "integrated-gradients",
-        Method::IntegratedGradients,
-        Family::Gradient,
-        false,
-        true,
-        "Integrated Gradients (Sundararajan et al.)",
-    ),
-    e(
-        "input-x-gradient",
-        Method::InputXGradient,
-        Family::Gradient,
-        false,
-        true,
-        "input times dS/dI (Shrikumar et al.)",
-    ),
-];
+impl PartialEq for Method {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
 
 impl Method {
-    fn entry(self) -> &'static Entry {
-        REGISTRY
-            .iter()
-            .find(|e| e.method == self)
-            .expect("every method is registered")
-    }
-
     /// The CLI name.
     pub fn name(self) -> &'static str {
-        self.entry().name
+        self.0.name
     }
 
-    /// Whether its map is in input space (a noise tunnel applies).
+    /// Its registry entry.
+    pub fn info(self) -> &'static MethodInfo {
+        self.0
+    }
+
+    /// Whether its map is in the input's space, per channel or per pixel (a noise
+    /// tunnel applies).
     pub fn input_space(self) -> bool {
-        self.entry().input_space
+        self.0.output != Output::Layer
+    }
+
+    /// A built-in method the CLI itself refers to (the demo's).
+    pub(crate) fn builtin(name: &str) -> Method {
+        Method(
+            BUILT_IN
+                .iter()
+                .find(|m| m.name == name)
+                .expect("a built-in method name"),
+        )
     }
 }
 
-/// The `attrib methods` listing: one line per method, its family and what it computes.
+static EXTRA: OnceLock<Vec<&'static MethodInfo>> = OnceLock::new();
+
+/// Adds `extra` to the methods this program offers (once, before the command line is
+/// parsed). A name that is already taken is an error.
+pub fn register(extra: &'static [MethodInfo]) -> Result<()> {
+    for (i, m) in extra.iter().enumerate() {
+        if BUILT_IN.iter().any(|b| b.name == m.name)
+            || extra[..i].iter().any(|b| b.name == m.name)
+            || GROUPS.contains(&m.name)
+        {
+            return Err(Error::param(
+                "methods",
+                format!("`{}` is registered twice", m.name),
+            ));
+        }
+    }
+    EXTRA
+        .set(extra.iter().collect())
+        .map_err(|_| Error::param("methods", "extra methods are registered once"))
+}
+
+/// Every method, the built-in ones first, in the order the groups list them.
+pub fn all_methods() -> Vec<Method> {
+    BUILT_IN
+        .iter()
+        .chain(EXTRA.get().into_iter().flatten().copied())
+        .map(Method)
+        .collect()
+}
+
+/// The `attrib methods` listing: one line per method, its groups and what it
+/// computes, then its parameters.
 pub fn listing() -> String {
     let mut out = String::new();
-    for e in &REGISTRY {
-        let family = match e.family {
-            Family::Paper => "all",
-            Family::Cam => "cams",
-            Family::Gradient => "gradients",
-        };
-        let mut groups = vec![family];
-        if e.family == Family::Paper && e.at_layer {
-            groups.push("cams");
-        }
-        if e.family == Family::Paper && e.input_space && e.method != Method::GuidedGradCam {
-            groups.push("gradients");
-        }
+    for m in all_methods() {
+        let info = m.info();
+        let groups = info.groups.join(",");
         out.push_str(&format!(
             "{:<24} {:<16} {}\n",
-            e.name,
-            groups.join(","),
-            e.about
+            info.name,
+            if groups.is_empty() { "-" } else { &groups },
+            info.about
         ));
     }
     out
 }
 
 /// `--method` values (repeated or comma-separated; `all` for the paper's, `cams`,
-/// `gradients`) to methods. The groups leave out `inapplicable` (CAM, for models
-/// without a GAP + linear head); named explicitly, those still run and say why they
-/// cannot.
-pub fn parse_methods(list: &[String], inapplicable: &[Method]) -> Result<Vec<Method>> {
+/// `gradients`) to methods. The groups leave out methods that need a GAP + linear
+/// head when the model has none (CAM); named explicitly, those still run and say
+/// why they cannot.
+pub fn parse_methods(list: &[String], has_linear_head: bool) -> Result<Vec<Method>> {
+    let all = all_methods();
     let mut out = Vec::new();
     for name in list
         .iter()
@@ -290,31 +124,22 @@ pub fn parse_methods(list: &[String], inapplicable: &[Method]) -> Result<Vec<Met
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        let group: Option<fn(&Entry) -> bool> = match name {
-            "all" => Some(|e| e.family == Family::Paper),
-            "cams" => Some(|e| e.at_layer),
-            "gradients" => Some(|e| e.input_space && e.method != Method::GuidedGradCam),
-            _ => None,
-        };
-        if let Some(keep) = group {
-            out.extend(
-                REGISTRY
-                    .iter()
-                    .filter(|e| keep(e) && !inapplicable.contains(&e.method))
-                    .map(|e| e.method),
-            );
+        if GROUPS.contains(&name) {
+            out.extend(all.iter().copied().filter(|m| {
+                m.info().groups.contains(&name) && (has_linear_head || !m.info().needs_linear_head)
+            }));
             continue;
         }
-        let m = REGISTRY
+        let m = all
             .iter()
-            .find(|e| e.name == name)
-            .map(|e| e.method)
+            .copied()
+            .find(|m| m.name() == name)
             .ok_or_else(|| {
                 Error::param(
                     "--method",
                     format!(
                         "unknown `{name}`; valid: {}, all, cams, gradients",
-                        REGISTRY.map(|e| e.name).join(", ")
+                        all.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
                     ),
                 )
             })?;
@@ -332,33 +157,15 @@ pub fn parse_methods(list: &[String], inapplicable: &[Method]) -> Result<Vec<Met
     Ok(out)
 }
 
-/// The options of the methods, shared by every command.
+/// The options of the methods, shared by every command: the layers, a noise tunnel,
+/// and every registered method's parameters.
 #[derive(Debug, Args, Clone)]
 pub struct MethodArgs {
-    /// The layer the CAM methods use (default: the model's last rectified conv map).
-    /// Repeat it for several layers: the CAM methods then combine them as
-    /// pytorch-grad-cam does (the mean of the normalised maps).
+    /// The layer the methods computed at a layer use (default: the model's last
+    /// rectified conv map). Repeat it for several layers: the CAM methods then
+    /// combine them as pytorch-grad-cam does (the mean of the normalised maps).
     #[arg(long = "layer")]
     pub layers: Vec<String>,
-    /// Occlusion window side (pixels).
-    #[arg(long)]
-    pub occlusion_window: Option<usize>,
-    /// Occlusion stride (pixels).
-    #[arg(long)]
-    pub occlusion_stride: Option<usize>,
-    /// Value of occluded pixels (in the normalised input space).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub occlusion_baseline: f64,
-    /// Integrated gradients: path points.
-    #[arg(long, default_value_t = 50)]
-    pub ig_steps: usize,
-    /// Integrated gradients: gausslegendre, riemann_left, riemann_right,
-    /// riemann_middle, riemann_trapezoid.
-    #[arg(long, default_value = "gausslegendre")]
-    pub ig_method: String,
-    /// Integrated gradients: the constant baseline (in the normalised input space).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub baseline: f64,
     /// A noise tunnel over the input-space methods: smoothgrad, smoothgrad-sq or
     /// vargrad.
     #[arg(long)]
@@ -372,10 +179,76 @@ pub struct MethodArgs {
     /// Noise tunnel: the seed (the same maps for the same seed).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Guided Grad-CAM's upsampling: bilinear (the paper's) or nearest (Captum's
-    /// default).
-    #[arg(long, default_value = "bilinear")]
-    pub interpolate: String,
+    #[command(flatten)]
+    pub params: ParamArgs,
+}
+
+/// The registered methods' parameters as flags (`--ig-steps`, `--interpolate`, ...):
+/// the values given on the command line, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ParamArgs {
+    /// Parameter values given explicitly.
+    pub given: BTreeMap<String, String>,
+}
+
+/// Every distinct parameter of the registered methods, with the methods taking it.
+fn all_params() -> Vec<(Param, Vec<&'static str>)> {
+    let mut out: Vec<(Param, Vec<&'static str>)> = Vec::new();
+    for m in all_methods() {
+        for p in m.info().params {
+            match out.iter_mut().find(|(q, _)| q.name == p.name) {
+                Some((_, users)) => users.push(m.name()),
+                None => out.push((*p, vec![m.name()])),
+            }
+        }
+    }
+    out
+}
+
+impl FromArgMatches for ParamArgs {
+    fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let mut given = BTreeMap::new();
+        for (p, _) in all_params() {
+            if p.flag {
+                if m.get_flag(p.name) {
+                    given.insert(p.name.to_string(), "true".to_string());
+                }
+            } else if let Some(v) = m.get_one::<String>(p.name) {
+                given.insert(p.name.to_string(), v.clone());
+            }
+        }
+        Ok(ParamArgs { given })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for ParamArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        all_params().into_iter().fold(cmd, |cmd, (p, users)| {
+            let help = format!("{} [{}]", p.help, users.join(", "));
+            let arg = clap::Arg::new(p.name).long(p.name).help(help);
+            cmd.arg(if p.flag {
+                arg.action(clap::ArgAction::SetTrue)
+            } else {
+                arg.value_name("VALUE")
+                    .allow_negative_numbers(true)
+                    .help(format!(
+                        "{} [{}; default {}]",
+                        p.help,
+                        users.join(", "),
+                        p.default
+                    ))
+            })
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// A noise tunnel's settings.
@@ -390,14 +263,13 @@ pub struct Noise {
 /// How the methods are configured.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The CAM methods' layers (none: the model's default).
+    /// The layers of the methods computed at a layer (none: the model's default).
     pub layers: Vec<String>,
-    pub occlusion: Occlusion,
-    pub ig: IntegratedGradients,
+    /// Parameter values: those given, then the command's defaults.
+    pub params: Params,
+    /// The parameters given explicitly.
+    given: Vec<String>,
     pub noise: Option<Noise>,
-    pub interpolation: Interpolation,
-    /// Grad-CAM's map per channel (no channel sum, no ReLU), `(N, C, h, w)`.
-    pub per_channel: bool,
 }
 
 impl Settings {
@@ -405,11 +277,11 @@ impl Settings {
     pub fn new(window: usize, stride: usize) -> Self {
         Settings {
             layers: Vec::new(),
-            occlusion: Occlusion::new(window, stride),
-            ig: IntegratedGradients::new(),
+            params: Params::new()
+                .set("occlusion-window", window.to_string())
+                .set("occlusion-stride", stride.to_string()),
+            given: Vec::new(),
             noise: None,
-            interpolation: Interpolation::Bilinear,
-            per_channel: false,
         }
     }
 
@@ -428,44 +300,85 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let mut params = Params::new();
+        for (k, v) in &a.params.given {
+            params = params.set(k, v.clone());
+        }
+        params = params
+            .set_default("occlusion-window", window.to_string())
+            .set_default("occlusion-stride", stride.to_string());
         Ok(Settings {
             layers: a.layers.clone(),
-            occlusion: Occlusion::new(
-                a.occlusion_window.unwrap_or(window),
-                a.occlusion_stride.unwrap_or(stride),
-            )
-            .baseline(a.occlusion_baseline),
-            ig: IntegratedGradients::new()
-                .steps(a.ig_steps)
-                .method(a.ig_method.parse()?)
-                .baseline(a.baseline),
+            params,
+            given: a.params.given.keys().cloned().collect(),
             noise,
-            interpolation: a.interpolate.parse()?,
-            per_channel: false,
         })
     }
 
-    /// Whether the settings apply to `methods`, checked before any of them runs.
+    /// `m`'s parameters as it runs with these settings: `{name: value}`.
+    pub fn describe(&self, m: Method) -> Value {
+        let values = self.params.values();
+        Value::Object(
+            m.info()
+                .params
+                .iter()
+                .map(|p| {
+                    let v = values.get(p.name).map_or(p.default, String::as_str);
+                    (p.name.to_string(), Value::String(v.to_string()))
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether a switch is on (false when unknown or unreadable).
+    pub fn flag(&self, p: &Param) -> bool {
+        self.params.flag(p).unwrap_or(false)
+    }
+
+    /// Whether the settings apply to `methods`, checked before any of them runs:
+    /// a noise tunnel only over input-space methods, every parameter given taken by
+    /// one of them, several layers only for the CAM methods, and every method built
+    /// (so a parameter that does not parse fails here).
     pub fn check(&self, methods: &[Method]) -> Result<()> {
         if self.noise.is_some() {
             if let Some(m) = methods.iter().find(|m| !m.input_space()) {
                 return Err(noise_not_applicable(*m));
             }
         }
-        Ok(())
-    }
-
-    /// The one layer a single-layer method uses (`None`: the default); several are
-    /// an error for `what`.
-    fn one_layer(&self, what: &str) -> Result<Option<&str>> {
-        match self.layers.as_slice() {
-            [] => Ok(None),
-            [l] => Ok(Some(l)),
-            _ => Err(Error::param(
-                "--layer",
-                format!("{what} takes one layer, not {}", self.layers.len()),
-            )),
+        for name in &self.given {
+            if !methods
+                .iter()
+                .any(|m| m.info().params.iter().any(|p| p.name == name))
+            {
+                let users: Vec<&str> = all_methods()
+                    .into_iter()
+                    .filter(|m| m.info().params.iter().any(|p| p.name == name))
+                    .map(Method::name)
+                    .collect();
+                return Err(Error::param(
+                    format!("--{name}"),
+                    format!("applies to {}, and none is asked for", users.join(", ")),
+                ));
+            }
         }
+        for m in methods {
+            if self.layers.len() > 1 && m.info().at_layer {
+                if m.info().output != Output::Layer {
+                    return Err(Error::param(
+                        "--layer",
+                        format!("{} takes one layer, not {}", m.name(), self.layers.len()),
+                    ));
+                }
+                if self.flag(&attrib_methods::registry::PER_CHANNEL) {
+                    return Err(Error::param(
+                        "--layer",
+                        "per-channel maps are at one layer; give one --layer",
+                    ));
+                }
+            }
+            m.info().build(&self.params)?;
+        }
+        Ok(())
     }
 }
 
@@ -473,7 +386,7 @@ fn noise_not_applicable(m: Method) -> Error {
     Error::param(
         "--noise-tunnel",
         format!(
-            "applies to the input-space methods (gradients, guided-grad-cam); {} is not one",
+            "applies to the input-space methods (gradients, guided-grad-cam, occlusion); {} is not one",
             m.name()
         ),
     )
@@ -493,48 +406,8 @@ pub(crate) fn progress_bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// A CAM method at the settings' layer, or combined over several.
-fn cam_at<M, A>(
-    method: A,
-    s: &Settings,
-    net: &M,
-    x: &Array4<f32>,
-    t: &Target<f32>,
-) -> Result<AttributionMap<f32>>
-where
-    M: LayerTap<f32>,
-    A: AtLayer + Attribution<f32, M>,
-{
-    match s.layers.as_slice() {
-        [] => method.attribute(net, x.view(), t),
-        [l] => method.at_layer(l).attribute(net, x.view(), t),
-        many => MultiLayer::new(method, many.to_vec()).attribute(net, x.view(), t),
-    }
-}
-
-/// An input-space method, under the settings' noise tunnel if one is set.
-fn input_space<M, A>(
-    method: A,
-    s: &Settings,
-    net: &M,
-    x: &Array4<f32>,
-    t: &Target<f32>,
-) -> Result<AttributionMap<f32>>
-where
-    M: LayerTap<f32>,
-    A: Attribution<f32, M> + for<'x> Attribution<f32, attrib_methods::rows::ItemRows<'x, M>>,
-{
-    match s.noise {
-        None => method.attribute(net, x.view(), t),
-        Some(n) => NoiseTunnel::new(method, n.kind)
-            .samples(n.samples)
-            .std(n.std)
-            .seed(n.seed)
-            .attribute(net, x.view(), t),
-    }
-}
-
-/// Runs one method on the batch.
+/// Runs one method on the batch: at each `--layer` (combined when several), under
+/// the noise tunnel when one is set.
 pub fn attribute<M: LayerTap<f32>>(
     net: &M,
     m: Method,
@@ -543,67 +416,59 @@ pub fn attribute<M: LayerTap<f32>>(
     s: &Settings,
     quiet: bool,
 ) -> Result<AttributionMap<f32>> {
-    let v = x.view();
+    let info = m.info();
     if s.noise.is_some() && !m.input_space() {
         return Err(noise_not_applicable(m));
     }
-    match m {
-        Method::Gradient => input_space(Gradient, s, net, x, target),
-        Method::Saliency => input_space(Saliency, s, net, x, target),
-        Method::Deconvnet => input_space(Deconvnet, s, net, x, target),
-        Method::GuidedBackprop => input_space(GuidedBackprop, s, net, x, target),
-        Method::InputXGradient => input_space(InputXGradient, s, net, x, target),
-        Method::IntegratedGradients => input_space(s.ig.clone(), s, net, x, target),
-        Method::GuidedGradCam => {
-            let g = match s.one_layer("guided-grad-cam")? {
-                Some(l) => GradCam::new().layer(l),
-                None => GradCam::new(),
-            };
-            input_space(
-                GuidedGradCam::with_grad_cam(g).interpolate(s.interpolation),
-                s,
-                net,
-                x,
-                target,
-            )
+    // A bar for the methods that report progress (occlusion), made on first report.
+    let bar: Arc<OnceLock<ProgressBar>> = Arc::new(OnceLock::new());
+    let b = bar.clone();
+    let name = m.name();
+    let progress = Arc::new(move |done: usize, total: usize| {
+        let pb = b.get_or_init(|| progress_bar(quiet, total as u64, name));
+        pb.set_position(done as u64);
+    });
+    let run = |layer: Option<&str>| -> Result<AttributionMap<f32>> {
+        let params = s
+            .params
+            .clone()
+            .with_layer(layer)
+            .with_progress(progress.clone());
+        let method = info.build(&params)?;
+        match s.noise {
+            None => method.attribute(net, x.view(), target),
+            Some(n) => NoiseTunnel::new(method, n.kind)
+                .samples(n.samples)
+                .std(n.std)
+                .seed(n.seed)
+                .attribute(net, x.view(), target),
         }
-        Method::Cam => Cam.attribute(net, v, target),
-        Method::GradCam | Method::CounterfactualGradCam if s.per_channel => {
-            let g = if m == Method::GradCam {
-                GradCam::new()
-            } else {
-                GradCam::counterfactual()
-            };
-            match s.one_layer("--per-channel")? {
-                Some(l) => g.layer(l),
-                None => g,
+    };
+    let r = match (
+        info.at_layer && !info.needs_linear_head,
+        s.layers.as_slice(),
+    ) {
+        (false, _) | (true, []) => run(None),
+        (true, [l]) => run(Some(l)),
+        (true, many) => {
+            if info.output != Output::Layer {
+                return Err(Error::param(
+                    "--layer",
+                    format!("{} takes one layer, not {}", m.name(), many.len()),
+                ));
             }
-            .per_channel()
-            .attribute(net, v, target)
-        }
-        Method::GradCam => cam_at(GradCam::new(), s, net, x, target),
-        Method::CounterfactualGradCam => cam_at(GradCam::counterfactual(), s, net, x, target),
-        Method::GradCamPlusPlus => cam_at(GradCamPlusPlus::new(), s, net, x, target),
-        Method::XGradCam => cam_at(XGradCam::new(), s, net, x, target),
-        Method::LayerCam => cam_at(LayerCam::new(), s, net, x, target),
-        Method::HiResCam => cam_at(HiResCam::new(), s, net, x, target),
-        Method::ScoreCam => cam_at(ScoreCam::new(), s, net, x, target),
-        Method::AblationCam => cam_at(AblationCam::new(), s, net, x, target),
-        Method::EigenCam => cam_at(EigenCam::new(), s, net, x, target),
-        Method::Occlusion => {
+            let maps = many
+                .iter()
+                .map(|l| run(Some(l)))
+                .collect::<Result<Vec<_>>>()?;
             let (_, _, h, w) = x.dim();
-            let total = (s.occlusion.windows(h, w) * x.dim().0) as u64;
-            let pb = Arc::new(progress_bar(quiet, total, "occlusion"));
-            let p = pb.clone();
-            let r = s
-                .occlusion
-                .clone()
-                .on_progress(move |done, _| p.set_position(done as u64))
-                .attribute(net, v, target);
-            pb.finish_and_clear();
-            r
+            combine_layers(maps, h, w)
         }
+    };
+    if let Some(pb) = bar.get() {
+        pb.finish_and_clear();
     }
+    r
 }
 
 /// Item `i`'s map as a picture: input-space maps with the paper's guided-backprop
@@ -641,7 +506,7 @@ pub fn render(
                 .view()
                 .into_dimensionality::<Ix3>()
                 .map_err(|e| Error::Backend(e.to_string()))?;
-            if m == Method::Saliency {
+            if m.info().peaky {
                 // Saliency is peaky: clip at the 99th percentile, as Captum's
                 // visualiser does by default (outlier_perc=2 clips a little more).
                 let n = normalize(v.index_axis(Axis(0), i), Normalization::Percentile(99.0));
@@ -670,10 +535,10 @@ pub fn map_layer_name<M: LayerTap<f32>>(
 ) -> Option<String> {
     match (&map.layout, m) {
         (MapLayout::Layer { name } | MapLayout::LayerChannels { name }, _) => Some(name.clone()),
-        (MapLayout::Pixel, _) if s.layers.len() > 1 && m.entry().at_layer => {
+        (MapLayout::Pixel, _) if s.layers.len() > 1 && m.info().at_layer => {
             Some(s.layers.join("+"))
         }
-        (_, Method::GuidedGradCam) => Some(
+        (MapLayout::Input, _) if m.info().at_layer => Some(
             s.layers
                 .first()
                 .cloned()
@@ -695,5 +560,5 @@ pub fn map_layer<M: LayerTap<f32>>(
 
 /// Whether the method is computed at a layer (for warnings about 1x1 layers).
 pub fn at_layer(m: Method) -> bool {
-    m.entry().at_layer && m != Method::Cam
+    m.info().at_layer && !m.info().needs_linear_head
 }

@@ -112,7 +112,7 @@ pub fn vqa(args: VqaArgs) -> Result<()> {
         question: args.question.clone(),
         answer: args.answer.clone(),
         topk: args.topk,
-        methods: parse_methods(&args.methods, &[Method::Cam])?,
+        methods: parse_methods(&args.methods, false)?,
         settings: Settings::from_args(&args.options, 8, 4)?,
         colormap: explain::parse_colormap(&args.colormap)?,
         npy: args.npy,

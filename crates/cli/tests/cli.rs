@@ -614,6 +614,8 @@ fn explain_with_the_baselines() {
         "layer4",
     ]);
     assert_eq!(j["layers"]["score-cam"], "layer3+layer4");
+    assert_eq!(j["params"]["integrated-gradients"]["ig-steps"], "50");
+    assert_eq!(j["params"]["score-cam"]["cam-batch"], "32");
     assert_eq!(j["layers"]["integrated-gradients"], Value::Null);
     assert_eq!(j["methods"].as_array().unwrap().len(), 16);
     for m in [

@@ -121,5 +121,5 @@ impl Error {
     }
 }
 
-/// `Result` with attrib's [`Error`].
+/// `Result` with attrib's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -352,6 +352,27 @@ impl<F: Scalar> ResolvedTarget<F> {
         }
     }
 
+    /// Back to a [`Target`] that resolves to this one at the same scores, with no
+    /// data-dependent choice left: classes stay classes (a top prediction becomes
+    /// the classes it picked), an objective stays the objective, a seed stays the
+    /// seed; a negated target stays negated.
+    pub fn to_target(&self) -> Target<F> {
+        let negate = |t: Target<F>| {
+            if self.sign < F::zero() {
+                t.negated()
+            } else {
+                t
+            }
+        };
+        if let Some(obj) = &self.objective {
+            return negate(Target::Objective(obj.clone()));
+        }
+        match self.classes.iter().copied().collect::<Option<Vec<usize>>>() {
+            Some(classes) if !classes.is_empty() => negate(Target::PerSample(classes)),
+            _ => Target::Seed(self.seed.clone()),
+        }
+    }
+
     /// Keeps only the items in `range` (used to explain a batch in chunks).
     pub fn slice_items(&self, start: usize, end: usize) -> ResolvedTarget<F> {
         ResolvedTarget {
@@ -384,6 +405,38 @@ mod tests {
         assert_eq!(neg.seed, array![[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]);
         assert_eq!(neg.values, array![-1.0, -4.0]);
         assert_eq!(neg.value_at(1, array![0.0, 0.0, 2.5].view()), -2.5);
+    }
+
+    #[test]
+    fn resolved_targets_convert_back() {
+        let s = array![[1.0f64, 3.0, 2.0], [5.0, 4.0, 0.0]];
+        let seed = array![[0.5, 0.0, -1.0], [0.0, 2.0, 0.0]];
+        let obj = Objective::softmax_probability(2);
+        for t in [
+            Target::TopPredicted,
+            Target::Class(1),
+            Target::PerSample(vec![2, 0]),
+            Target::Seed(seed),
+            Target::TopPredicted.negated(),
+            Target::Objective(obj.clone()),
+            Target::Objective(obj).negated(),
+        ] {
+            let r = t.resolve(s.view()).unwrap();
+            let back = r.to_target().resolve(s.view()).unwrap();
+            assert_eq!(back.seed, r.seed, "{t:?}");
+            assert_eq!(back.values, r.values, "{t:?}");
+            assert_eq!(back.classes, r.classes, "{t:?}");
+        }
+        // The top prediction is pinned: other scores keep the classes.
+        let t = Target::<f64>::TopPredicted
+            .resolve(s.view())
+            .unwrap()
+            .to_target();
+        let other = array![[9.0, 0.0, 0.0], [0.0, 0.0, 9.0]];
+        assert_eq!(
+            t.resolve(other.view()).unwrap().classes,
+            vec![Some(1), Some(0)]
+        );
     }
 
     #[test]

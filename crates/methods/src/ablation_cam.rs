@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::{Array2, Array4, ArrayView4, Axis};
 
-use crate::common::{layer_or_default, relu_in_place, weighted_channel_sum};
+use crate::parts::{layer_or_default, relu_in_place, weighted_channel_sum};
 
 /// Ablation-CAM (Desai & Ramaswamy 2020): each channel of the layer is ablated in
 /// turn and the drop in the target's score weights it,
@@ -30,18 +30,9 @@ impl Default for AblationCam {
     }
 }
 
+crate::layer_builder!(AblationCam);
+
 impl AblationCam {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-
     /// At most `n` ablated copies per forward pass.
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n;

@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::ArrayView4;
 
-use crate::common::weighted_channel_sum;
+use crate::parts::weighted_channel_sum;
 
 /// Class activation mapping (Zhou et al. 2016): `M_c = sum_k w_k^c A^k`, where `A` is
 /// the feature map feeding a global-average-pool + linear head and `w^c` the

@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::ArrayView4;
 
-use crate::common::{input_gradient, map};
+use crate::parts::{input_gradient, map};
 
 /// Deconvnet (Zeiler & Fergus 2014) as a backward rule: every rectifier passes
 /// `R_l = (R_{l+1} > 0) R_{l+1}`, max-pools route through their switches, everything

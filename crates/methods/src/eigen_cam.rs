@@ -1,7 +1,7 @@
 use attrib_core::{Attribution, AttributionMap, LayerTap, MapLayout, Result, Scalar, Target};
 use ndarray::{Array3, ArrayView4};
 
-use crate::common::layer_or_default;
+use crate::parts::layer_or_default;
 
 /// Eigen-CAM (Muhammad & Yeasin 2020): the projection of the layer's activations on
 /// their first principal component, `(N, h, w)`: for each item, the `hw x C` matrix
@@ -18,18 +18,7 @@ pub struct EigenCam {
     layer: Option<String>,
 }
 
-impl EigenCam {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-}
+crate::layer_builder!(EigenCam);
 
 impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for EigenCam {
     fn name(&self) -> &'static str {

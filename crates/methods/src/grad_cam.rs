@@ -4,7 +4,7 @@ use attrib_core::{
 };
 use ndarray::{Array2, Array3, Array4, ArrayView4, Axis};
 
-use crate::common::{backward_with_input_gradient, layer_or_default, map, weighted_channel_sum};
+use crate::parts::{backward_with_input_gradient, layer_or_default, map, weighted_channel_sum};
 
 /// Grad-CAM (Selvaraju et al.): `alpha_k = (1/Z) sum_ij dL/dA^k_ij`,
 /// `L = ReLU(sum_k alpha_k A^k)`, `(N, h, w)` at the tapped layer (the model's

@@ -1,7 +1,7 @@
 use attrib_core::{Attribution, AttributionMap, LayerTap, Result, Scalar, Target};
 use ndarray::{ArrayView4, Zip};
 
-use crate::common::{layer_map, layer_pass, relu_in_place, spatial_sum, weighted_channel_sum};
+use crate::parts::{layer_map, layer_pass, relu_in_place, spatial_sum, weighted_channel_sum};
 
 /// Grad-CAM++ (Chattopadhay et al. 2018): channel weights
 /// `w_k = sum_ij ReLU(g_ij) a_ij` with `a_ij = g^2 / (2 g^2 + sum_ab A_ab g^3)` (Eq. 19;
@@ -14,18 +14,7 @@ pub struct GradCamPlusPlus {
     layer: Option<String>,
 }
 
-impl GradCamPlusPlus {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-}
+crate::layer_builder!(GradCamPlusPlus);
 
 impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for GradCamPlusPlus {
     fn name(&self) -> &'static str {

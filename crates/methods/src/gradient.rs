@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::ArrayView4;
 
-use crate::common::{input_gradient, map};
+use crate::parts::{input_gradient, map};
 
 /// The plain gradient `dL/dI` of the target with respect to the input, `(N, C, H, W)`.
 /// Captum's `Saliency(abs=False)`.

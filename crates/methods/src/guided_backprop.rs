@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::ArrayView4;
 
-use crate::common::{input_gradient, map};
+use crate::parts::{input_gradient, map};
 
 /// Guided backpropagation (Springenberg et al. 2015): every rectifier passes
 /// `R_l = (f_l in its linear region)(R_{l+1} > 0) R_{l+1}`. `(N, C, H, W)`; Captum's

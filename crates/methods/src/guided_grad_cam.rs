@@ -4,7 +4,7 @@ use attrib_core::{
 };
 use ndarray::{ArrayView4, Axis};
 
-use crate::common::{input_gradient, map};
+use crate::parts::{input_gradient, map};
 use crate::GradCam;
 
 /// How Guided Grad-CAM brings Grad-CAM to the input's size.

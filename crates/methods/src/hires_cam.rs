@@ -1,7 +1,7 @@
 use attrib_core::{Attribution, AttributionMap, LayerTap, Result, Scalar, Target};
 use ndarray::ArrayView4;
 
-use crate::common::{layer_map, layer_pass, relu_in_place};
+use crate::parts::{layer_map, layer_pass, relu_in_place};
 
 /// HiResCAM (Draelos & Carin 2020): the gradient and activation multiplied at each
 /// position, `ReLU(sum_k dS/dA^k_ij A^k_ij)`, `(N, h, w)`. pytorch-grad-cam's
@@ -12,18 +12,7 @@ pub struct HiResCam {
     layer: Option<String>,
 }
 
-impl HiResCam {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-}
+crate::layer_builder!(HiResCam);
 
 impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for HiResCam {
     fn name(&self) -> &'static str {

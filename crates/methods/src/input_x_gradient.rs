@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::ArrayView4;
 
-use crate::common::{input_gradient, map};
+use crate::parts::{input_gradient, map};
 
 /// Input x Gradient (Shrikumar et al. 2016): `I * dS/dI`, `(N, C, H, W)`. Captum's
 /// `InputXGradient`.

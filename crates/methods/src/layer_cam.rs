@@ -1,7 +1,7 @@
 use attrib_core::{Attribution, AttributionMap, LayerTap, Result, Scalar, Target};
 use ndarray::ArrayView4;
 
-use crate::common::{layer_map, layer_pass, relu_in_place};
+use crate::parts::{layer_map, layer_pass, relu_in_place};
 
 /// LayerCAM (Jiang et al. 2021): every position weighted by its own positive
 /// gradient, `ReLU(sum_k ReLU(dS/dA^k_ij) A^k_ij)`, `(N, h, w)`. pytorch-grad-cam's
@@ -11,18 +11,7 @@ pub struct LayerCam {
     layer: Option<String>,
 }
 
-impl LayerCam {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-}
+crate::layer_builder!(LayerCam);
 
 impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for LayerCam {
     fn name(&self) -> &'static str {

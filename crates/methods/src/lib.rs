@@ -15,15 +15,35 @@
 //! | [`GuidedGradCam`] | guided backprop ⊙ bilinear-upsampled Grad-CAM | `(N, C, H, W)` |
 //! | [`Occlusion`] (Zeiler & Fergus) | mean score drop over the windows covering a pixel | `(N, H, W)` |
 //!
-//! A new method is one file: implement [`Attribution`](attrib_core::Attribution) for
+//! A new method is one file: implement [`Attribution`] for
 //! a struct, ask the model for one [`BackwardRequest`](attrib_core::BackwardRequest)
 //! (input gradient and/or taps under a rectifier rule), combine. The
 //! [`invariants`] module holds the identities between methods that tests, and
 //! researchers checking their own methods, reuse.
 
+/// `new()` (at the model's default layer) and `layer(name)` for a method struct
+/// that implements `Default` and picks its layer with a `layer: Option<String>`
+/// field: the builder every method at a layer has (`layer_builder!(MyCam);`).
+#[macro_export]
+macro_rules! layer_builder {
+    ($t:ty) => {
+        impl $t {
+            /// At the model's default layer.
+            pub fn new() -> Self {
+                Self::default()
+            }
+
+            /// At `layer`.
+            pub fn layer(mut self, layer: impl Into<String>) -> Self {
+                self.layer = Some(layer.into());
+                self
+            }
+        }
+    };
+}
+
 mod ablation_cam;
 mod cam;
-mod common;
 mod deconvnet;
 mod eigen_cam;
 mod grad_cam;
@@ -39,6 +59,8 @@ mod layer_cam;
 mod multi_layer;
 mod noise_tunnel;
 mod occlusion;
+pub mod parts;
+pub mod registry;
 pub mod rows;
 mod saliency;
 mod score_cam;
@@ -57,7 +79,7 @@ pub use hires_cam::HiResCam;
 pub use input_x_gradient::InputXGradient;
 pub use integrated_gradients::{gauss_legendre, IntegratedGradients, Integration};
 pub use layer_cam::LayerCam;
-pub use multi_layer::{AtLayer, MultiLayer};
+pub use multi_layer::{combine as combine_layers, AtLayer, MultiLayer};
 pub use noise_tunnel::{NoiseKind, NoiseTunnel};
 pub use occlusion::Occlusion;
 pub use saliency::Saliency;

@@ -81,39 +81,64 @@ where
         if self.layers.is_empty() {
             return Err(Error::param("layers", "give at least one"));
         }
-        let (n, _, h, w) = input.dim();
-        let mut sum = Array3::<F>::zeros((n, h, w));
-        let mut last = None;
-        for layer in &self.layers {
-            let m = self
-                .method
-                .at_layer(layer)
-                .attribute(model, input, target)?;
-            let mut maps: Array3<F> = m.values.clone().into_dimensionality().map_err(|_| {
-                Error::shape(
-                    "a layer map",
-                    "(N, h, w)",
-                    format!("{:?}", m.values.shape()),
-                )
-            })?;
-            for item in maps.outer_iter_mut() {
-                scale(item);
-            }
-            let up = resize_bilinear(maps.view(), h, w);
-            sum = sum + up;
-            last = Some(m);
-        }
-        let inv = F::one() / F::of(self.layers.len() as f64);
-        sum.mapv_inplace(|v| (v * inv).max(F::zero()));
-        for item in sum.outer_iter_mut() {
+        let maps = self
+            .layers
+            .iter()
+            .map(|l| self.method.at_layer(l).attribute(model, input, target))
+            .collect::<Result<Vec<_>>>()?;
+        let (_, _, h, w) = input.dim();
+        combine(maps, h, w)
+    }
+}
+
+/// pytorch-grad-cam's combination of one method's maps at several layers (see
+/// [`MultiLayer`]): `(N, H, W)` at the input's size `h x w`, in `[0, 1]`, with the
+/// classes and scores of the last map.
+pub fn combine<F: Scalar>(
+    maps: Vec<AttributionMap<F>>,
+    h: usize,
+    w: usize,
+) -> Result<AttributionMap<F>> {
+    let n_maps = maps.len();
+    let mut sum: Option<Array3<F>> = None;
+    let mut last = None;
+    for m in maps {
+        let mut layer: Array3<F> = m.values.clone().into_dimensionality().map_err(|_| {
+            Error::shape(
+                "a layer map to combine",
+                "(N, h, w)",
+                format!("{:?}", m.values.shape()),
+            )
+        })?;
+        for item in layer.outer_iter_mut() {
             scale(item);
         }
-        let last = last.expect("at least one layer");
-        Ok(AttributionMap {
-            values: sum.into_dyn(),
-            layout: MapLayout::Pixel,
-            classes: last.classes,
-            scores: last.scores,
-        })
+        let up = resize_bilinear(layer.view(), h, w);
+        sum = Some(match sum {
+            None => up,
+            Some(s) if s.dim() == up.dim() => s + up,
+            Some(s) => {
+                return Err(Error::shape(
+                    "layer maps to combine",
+                    format!("{:?}", s.dim()),
+                    format!("{:?}", up.dim()),
+                ))
+            }
+        });
+        last = Some(m);
     }
+    let (Some(mut sum), Some(last)) = (sum, last) else {
+        return Err(Error::param("layers", "give at least one"));
+    };
+    let inv = F::one() / F::of(n_maps as f64);
+    sum.mapv_inplace(|v| (v * inv).max(F::zero()));
+    for item in sum.outer_iter_mut() {
+        scale(item);
+    }
+    Ok(AttributionMap {
+        values: sum.into_dyn(),
+        layout: MapLayout::Pixel,
+        classes: last.classes,
+        scores: last.scores,
+    })
 }

@@ -3,7 +3,7 @@ use attrib_core::{
 };
 use ndarray::ArrayView4;
 
-use crate::common::{input_gradient, map, max_abs_over_channels};
+use crate::parts::{input_gradient, map, max_abs_over_channels};
 
 /// Image-specific class saliency (Simonyan et al. 2014): `M_ij = max_c |dS/dI_cij|`,
 /// `(N, H, W)`. Captum's `Saliency(abs=True)` followed by a max over channels.

@@ -4,7 +4,7 @@ use attrib_core::{
 };
 use ndarray::{s, Array2, Array4, ArrayView4, Axis};
 
-use crate::common::{layer_or_default, relu_in_place, weighted_channel_sum};
+use crate::parts::{layer_or_default, relu_in_place, weighted_channel_sum};
 
 /// Score-CAM (Wang et al. 2020): each channel of the layer, upsampled to the input
 /// (bilinear, corners aligned) and min-max normalised (`1e-8` added to the range),
@@ -28,18 +28,9 @@ impl Default for ScoreCam {
     }
 }
 
+crate::layer_builder!(ScoreCam);
+
 impl ScoreCam {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-
     /// At most `n` masked inputs per forward pass.
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n;

@@ -1,7 +1,7 @@
 use attrib_core::{Attribution, AttributionMap, LayerTap, Result, Scalar, Target};
 use ndarray::ArrayView4;
 
-use crate::common::{layer_map, layer_pass, relu_in_place, spatial_sum, weighted_channel_sum};
+use crate::parts::{layer_map, layer_pass, relu_in_place, spatial_sum, weighted_channel_sum};
 
 /// XGrad-CAM (Fu et al. 2020): channel weights
 /// `w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + 1e-7)) dS/dA^k_ij`, the map
@@ -13,18 +13,7 @@ pub struct XGradCam {
     layer: Option<String>,
 }
 
-impl XGradCam {
-    /// At the model's default layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// At `layer`.
-    pub fn layer(mut self, layer: impl Into<String>) -> Self {
-        self.layer = Some(layer.into());
-        self
-    }
-}
+crate::layer_builder!(XGradCam);
 
 impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for XGradCam {
     fn name(&self) -> &'static str {

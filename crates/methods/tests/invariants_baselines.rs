@@ -14,7 +14,7 @@ use attrib_methods::{
     InputXGradient, IntegratedGradients, Integration, LayerCam, MultiLayer, NoiseKind, NoiseTunnel,
     Saliency, ScoreCam, XGradCam,
 };
-use common::{random_net, shapes};
+use common::{random_net, shapes, Shape};
 use ndarray::Array4;
 use proptest::prelude::*;
 
@@ -210,4 +210,107 @@ fn forward_from_inside_resnet_blocks() {
         ((b * 7 + c * 3 + i * 5 + j) % 11) as f64 / 11.0 - 0.5
     });
     forward_from_every_layer(&net, x.view()).unwrap();
+}
+
+/// A model that records the target of every backward pass it runs.
+struct Spy<'a> {
+    net: &'a Network<f64>,
+    seen: std::sync::Mutex<Vec<Target<f64>>>,
+}
+
+impl attrib_core::Model<f64> for Spy<'_> {
+    fn input_shape(&self) -> [usize; 3] {
+        self.net.input_shape()
+    }
+
+    fn num_outputs(&self) -> usize {
+        self.net.num_outputs()
+    }
+
+    fn forward(
+        &self,
+        input: ndarray::ArrayView4<f64>,
+    ) -> attrib_core::Result<ndarray::Array2<f64>> {
+        self.net.forward(input)
+    }
+
+    fn backward(
+        &self,
+        req: &attrib_core::BackwardRequest<'_, f64>,
+    ) -> attrib_core::Result<attrib_core::BackwardOutput<f64>> {
+        self.seen.lock().unwrap().push(req.target.clone());
+        self.net.backward(req)
+    }
+}
+
+/// Integrated gradients and SmoothGrad explain the class predicted at the input at
+/// every path point and every noisy sample, even where another class is on top
+/// there: each backward pass gets the pinned classes, never "the top prediction".
+#[test]
+fn multi_pass_methods_explain_the_same_class_at_every_step() {
+    // A network and input whose top class at the baseline (0) differs from the
+    // input's, so an unpinned target would switch classes along the path.
+    let s = Shape {
+        in_ch: 2,
+        size: 5,
+        hidden: 3,
+        second_conv: true,
+        max_pool: false,
+        relu6: false,
+        classes: 4,
+    };
+    let (net, x, top) = (0u64..)
+        .find_map(|seed| {
+            let (net, x) = random_net(seed, s, 1);
+            let top = |x: &Array4<f64>| -> Vec<Option<usize>> {
+                let scores = net.forward(x.view()).unwrap();
+                Target::<f64>::TopPredicted
+                    .resolve(scores.view())
+                    .unwrap()
+                    .classes
+            };
+            let (at_x, at_zero) = (top(&x), top(&x.mapv(|v| v * 0.01)));
+            (at_x != at_zero).then_some((net, x, at_x))
+        })
+        .unwrap();
+    type OnSpy<'a> = Box<dyn Attribution<f64, Spy<'a>>>;
+    let methods: Vec<(&str, OnSpy)> = vec![
+        (
+            "integrated-gradients",
+            Box::new(IntegratedGradients::new().steps(16).max_batch(5)),
+        ),
+        (
+            "smoothgrad",
+            Box::new(
+                NoiseTunnel::new(Gradient, NoiseKind::SmoothGrad)
+                    .samples(6)
+                    .std(0.5)
+                    .max_batch(4),
+            ),
+        ),
+    ];
+    for (name, m) in methods {
+        let spy = Spy {
+            net: &net,
+            seen: Default::default(),
+        };
+        let map = m.attribute(&spy, x.view(), &Target::TopPredicted).unwrap();
+        assert_eq!(map.classes, top, "{name}");
+        let seen = spy.seen.into_inner().unwrap();
+        assert!(seen.len() > 1, "{name}: {} passes", seen.len());
+        for t in &seen {
+            assert!(
+                !matches!(t, Target::TopPredicted),
+                "{name}: an unpinned pass"
+            );
+            // Whatever the scores at that step, the pass explains the input's class.
+            let rows = match t {
+                Target::PerSample(v) => v.clone(),
+                other => panic!("{name}: {other:?}"),
+            };
+            for (r, c) in rows.iter().enumerate() {
+                assert_eq!(Some(*c), top[0], "{name}: row {r}");
+            }
+        }
+    }
 }

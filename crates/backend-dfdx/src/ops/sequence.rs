@@ -76,7 +76,7 @@ impl<E: Elem> Lstm<E> {
     }
 }
 
-/// What [`lstm_op`] returns: the last layer's hidden states as a sequence on the tape,
+/// What `lstm_op` returns: the last layer's hidden states as a sequence on the tape,
 /// and the final hidden and cell states of every layer (`(L, N, H)`, PyTorch's `h_n`,
 /// `c_n`) as host values, not differentiated.
 pub struct LstmOutput<E: Elem, D: KernelDevice<E>> {

@@ -1,14 +1,14 @@
 //! The "deeper LSTM Q + norm I" VQA baseline of Antol, Agrawal et al., as the
 //! reference module of `tools/reference/vqa.py` defines it (state-dict names in
-//! brackets):
+//! parentheses):
 //!
-//! - image: the trunk's pooled features [`cnn`], L2-normalised, then a linear layer
-//!   and `tanh` [`img_fc`];
-//! - question: word embeddings and `tanh` [`embed`], a 2-layer LSTM [`lstm`], the
+//! - image: the trunk's pooled features (`cnn`), L2-normalised, then a linear layer
+//!   and `tanh` (`img_fc`);
+//! - question: word embeddings and `tanh` (`embed`), a 2-layer LSTM (`lstm`), the
 //!   concatenation of its final hidden and cell states (`h_n[0], h_n[1], ..., c_n[0],
-//!   c_n[1], ...`) through a linear layer and `tanh` [`q_fc`];
+//!   c_n[1], ...`) through a linear layer and `tanh` (`q_fc`);
 //! - their point-wise product, then a linear layer, `tanh` and a linear layer to the
-//!   answer scores (before softmax) [`fc1`, `fc2`].
+//!   answer scores (before softmax) (`fc1`, `fc2`).
 //!
 //! The question does not depend on the image: conditioned on it, the model is an
 //! image-in, answer-scores-out [`Model`](attrib_core::Model) whose question vector is

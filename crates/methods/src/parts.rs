@@ -1,4 +1,8 @@
-//! Steps several methods share.
+//! The steps methods share, public so that a method written in another crate needs
+//! no copies: one backward pass for the input gradient or for a layer's activation
+//! and gradient, the layer to use, channel-weighted sums, `ReLU`, and wrapping values
+//! into an [`AttributionMap`] with what was explained. `hires_cam.rs` is a whole
+//! method in a dozen lines of these.
 
 use attrib_core::{
     AttributionMap, BackwardOutput, BackwardRequest, LayerTap, MapLayout, Model, Rectifier, Result,
@@ -7,7 +11,7 @@ use attrib_core::{
 use ndarray::{Array3, Array4, ArrayView4, Axis, IntoDimension, Zip};
 
 /// One backward pass for the input gradient under `rule`.
-pub(crate) fn input_gradient<F: Scalar, M: Model<F> + ?Sized>(
+pub fn input_gradient<F: Scalar, M: Model<F> + ?Sized>(
     model: &M,
     input: ArrayView4<F>,
     target: &Target<F>,
@@ -18,7 +22,7 @@ pub(crate) fn input_gradient<F: Scalar, M: Model<F> + ?Sized>(
 
 /// Runs `req`, which asks for the input gradient, and takes that gradient out of the
 /// result.
-pub(crate) fn backward_with_input_gradient<F: Scalar, M: Model<F> + ?Sized>(
+pub fn backward_with_input_gradient<F: Scalar, M: Model<F> + ?Sized>(
     model: &M,
     req: &BackwardRequest<'_, F>,
 ) -> Result<(Array4<F>, BackwardOutput<F>)> {
@@ -32,7 +36,7 @@ pub(crate) fn backward_with_input_gradient<F: Scalar, M: Model<F> + ?Sized>(
 }
 
 /// The layer to use: the one named, checked, or the model's default.
-pub(crate) fn layer_or_default<F: Scalar, M: LayerTap<F> + ?Sized>(
+pub fn layer_or_default<F: Scalar, M: LayerTap<F> + ?Sized>(
     model: &M,
     layer: Option<&str>,
 ) -> Result<String> {
@@ -43,7 +47,7 @@ pub(crate) fn layer_or_default<F: Scalar, M: LayerTap<F> + ?Sized>(
 }
 
 /// `sum_k weights[n, k] * A[n, k]` over channels: `(N, C, h, w) x (N, C) -> (N, h, w)`.
-pub(crate) fn weighted_channel_sum<F: Scalar>(
+pub fn weighted_channel_sum<F: Scalar>(
     acts: &Array4<F>,
     weights: &ndarray::Array2<F>,
 ) -> Array3<F> {
@@ -61,7 +65,7 @@ pub(crate) fn weighted_channel_sum<F: Scalar>(
 }
 
 /// Wraps method output with what was explained.
-pub(crate) fn map<F: Scalar, D: ndarray::Dimension>(
+pub fn map<F: Scalar, D: ndarray::Dimension>(
     values: ndarray::Array<F, D>,
     layout: MapLayout,
     out: &BackwardOutput<F>,
@@ -75,7 +79,7 @@ pub(crate) fn map<F: Scalar, D: ndarray::Dimension>(
 }
 
 /// `max_c |g|`: `(N, C, H, W) -> (N, H, W)`.
-pub(crate) fn max_abs_over_channels<F: Scalar>(g: &Array4<F>) -> Array3<F> {
+pub fn max_abs_over_channels<F: Scalar>(g: &Array4<F>) -> Array3<F> {
     let (n, _, h, w) = g.dim();
     let mut out = Array3::zeros((n, h, w).into_dimension());
     for (b, mut plane) in out.outer_iter_mut().enumerate() {
@@ -90,7 +94,7 @@ pub(crate) fn max_abs_over_channels<F: Scalar>(g: &Array4<F>) -> Array3<F> {
 
 /// One backward pass for the activation and gradient at `layer` (the model's default
 /// when `None`): what the gradient-weighted CAM variants need.
-pub(crate) fn layer_pass<F: Scalar, M: LayerTap<F> + ?Sized>(
+pub fn layer_pass<F: Scalar, M: LayerTap<F> + ?Sized>(
     model: &M,
     input: ArrayView4<F>,
     target: &Target<F>,
@@ -108,17 +112,17 @@ pub(crate) fn layer_pass<F: Scalar, M: LayerTap<F> + ?Sized>(
 }
 
 /// `(N, C, h, w)` summed over `h, w`: `(N, C)`.
-pub(crate) fn spatial_sum<F: Scalar>(a: &Array4<F>) -> ndarray::Array2<F> {
+pub fn spatial_sum<F: Scalar>(a: &Array4<F>) -> ndarray::Array2<F> {
     a.sum_axis(Axis(3)).sum_axis(Axis(2))
 }
 
 /// `ReLU` in place: pytorch-grad-cam applies it to every CAM before normalising.
-pub(crate) fn relu_in_place<F: Scalar>(m: &mut Array3<F>) {
+pub fn relu_in_place<F: Scalar>(m: &mut Array3<F>) {
     m.mapv_inplace(|v| v.max(F::zero()));
 }
 
 /// A layer map from a method's values, with what was explained.
-pub(crate) fn layer_map<F: Scalar>(
+pub fn layer_map<F: Scalar>(
     cam: Array3<F>,
     layer: String,
     out: &BackwardOutput<F>,
