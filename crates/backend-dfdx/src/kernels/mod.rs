@@ -2,6 +2,7 @@
 //! ops in [`crate::ops`] call these for the forward and the backward pass; keeping them
 //! free of dfdx types keeps them testable on their own and shared by every device path.
 
+pub mod boxes;
 mod conv;
 mod depthwise;
 mod gemm;
@@ -10,6 +11,7 @@ mod linear;
 mod lstm;
 mod parallel;
 mod pool;
+pub mod roi;
 mod rows;
 pub mod winograd;
 
@@ -20,6 +22,7 @@ pub use linear::*;
 pub use lstm::*;
 pub use parallel::*;
 pub use pool::*;
+pub use roi::{Roi, RoiAlign};
 pub use rows::*;
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use attrib_core::{Error, Rectifier, RectifierKind, Result};
 use dfdx::shapes::{HasShape, Rank0};
 use dfdx::tensor::{Merge, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 
+pub mod region;
 pub mod sequence;
 
 use crate::kernels::{self, ConvGeom, PoolGeom};
