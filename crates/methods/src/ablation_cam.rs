@@ -81,6 +81,11 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for AblationCam {
             .collect();
         let jobs: Vec<(usize, usize)> = (0..n).flat_map(|b| (0..c).map(move |k| (b, k))).collect();
         let mut wts = Array2::<F>::zeros((n, c));
+        crate::parts::check_batch_size(
+            self.max_batch.min(jobs.len()),
+            c * h * w,
+            "ablation-cam batch",
+        )?;
         for chunk in jobs.chunks(self.max_batch) {
             let mut batch = Array4::<F>::zeros((chunk.len(), c, h, w));
             for (j, &(b, k)) in chunk.iter().enumerate() {

@@ -4,6 +4,10 @@ use attrib_core::{
 };
 use ndarray::{s, Array4, ArrayView4, Axis};
 
+/// The most path points [`Integration::nodes`] computes (Gauss-Legendre's nodes cost
+/// `O(n^2)`; far beyond the quadrature's useful range).
+pub const MAX_STEPS: usize = 10_000;
+
 /// How [`IntegratedGradients`] approximates the path integral: Captum's methods, with
 /// the same nodes and weights for `n` steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +54,12 @@ impl Integration {
         } else {
             2
         };
+        if n > MAX_STEPS {
+            return Err(Error::param(
+                "integration steps",
+                format!("{n} is more than the {MAX_STEPS} supported"),
+            ));
+        }
         if n < min {
             return Err(Error::param(
                 "integration steps",
@@ -243,6 +253,11 @@ impl<F: Scalar, M: Model<F> + ?Sized> Attribution<F, M> for IntegratedGradients 
         // Accumulated in f64: 50 weighted f32 gradients summed in f32 drift by ~1e-4
         // of the map's range, the size of the parity tolerance.
         let mut total = Array4::<f64>::zeros((n, c, h, w));
+        crate::parts::check_batch_size(
+            self.max_batch.min(rows.len()),
+            c * h * w,
+            "integrated gradients batch",
+        )?;
         for chunk in rows.chunks(self.max_batch) {
             let mut batch = Array4::<F>::zeros((chunk.len(), c, h, w));
             for (j, &(i, b)) in chunk.iter().enumerate() {

@@ -118,15 +118,12 @@ impl<A> NoiseTunnel<A> {
         self
     }
 
-    fn draw(&self, shape: (usize, usize, usize, usize)) -> Array4<f64> {
-        let mut rng = ChaCha12Rng::seed_from_u64(self.seed);
-        // Box-Muller: two uniforms, one normal (the second is dropped, which keeps the
-        // stream's use simple).
-        Array4::from_shape_simple_fn(shape, || {
-            let u1: f64 = 1.0 - rng.gen::<f64>();
-            let u2: f64 = rng.gen::<f64>();
-            self.std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        })
+    /// One draw of the noise: Box-Muller from two uniforms (the second normal is
+    /// dropped, which keeps the stream's use simple).
+    fn normal(&self, rng: &mut ChaCha12Rng) -> f64 {
+        let u1: f64 = 1.0 - rng.gen::<f64>();
+        let u2: f64 = rng.gen::<f64>();
+        self.std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }
 
@@ -167,66 +164,92 @@ where
         let scores = model.forward(input)?;
         let target = target.pinned(scores.view())?;
         let resolved = target.resolve(scores.view())?;
-        let noise = match &self.noise {
-            Some(z) => {
-                if z.dim() != (n * s, c, h, w) {
-                    return Err(Error::shape(
-                        "given noise",
-                        format!("({}, {c}, {h}, {w})", n * s),
-                        format!("{:?}", z.dim()),
-                    ));
-                }
-                z.clone()
+        if let Some(z) = &self.noise {
+            if z.dim() != (n * s, c, h, w) {
+                return Err(Error::shape(
+                    "given noise",
+                    format!("({}, {c}, {h}, {w})", n * s),
+                    format!("{:?}", z.dim()),
+                ));
             }
-            None => self.draw((n * s, c, h, w)),
-        };
-        let items: Vec<usize> = (0..n).flat_map(|b| std::iter::repeat_n(b, s)).collect();
-        let mut noisy = Array4::<F>::zeros((n * s, c, h, w));
-        for (r, &b) in items.iter().enumerate() {
-            ndarray::Zip::from(noisy.index_axis_mut(Axis(0), r))
-                .and(input.index_axis(Axis(0), b))
-                .and(noise.index_axis(Axis(0), r))
-                .for_each(|d, &x, &z| *d = x + F::of(z));
         }
-        // The noisy copies are explained `max_batch` rows at a time (each row's map
-        // depends on that row alone), which bounds the memory of a large tunnel.
-        let mut parts: Vec<ArrayD<F>> = Vec::new();
+        let items: Vec<usize> = (0..n).flat_map(|b| std::iter::repeat_n(b, s)).collect();
+        // The noisy copies are made and explained `max_batch` rows at a time (each
+        // row's map depends on that row alone), and their maps summed as they come, so
+        // memory stays at one chunk whatever the number of samples. The noise is one
+        // stream, drawn row after row: the same for the same seed, however chunked.
+        let mut rng = ChaCha12Rng::seed_from_u64(self.seed);
+        let mut sums: Option<(ArrayD<f64>, ArrayD<f64>)> = None;
         let mut layout = None;
+        crate::parts::check_batch_size(self.max_batch.min(n * s), c * h * w, "noise tunnel batch")?;
         for start in (0..n * s).step_by(self.max_batch) {
             let end = (start + self.max_batch).min(n * s);
             let chunk = &items[start..end];
+            let mut noisy = Array4::<F>::zeros((chunk.len(), c, h, w));
+            for (j, &b) in chunk.iter().enumerate() {
+                let mut dst = noisy.index_axis_mut(Axis(0), j);
+                let src = input.index_axis(Axis(0), b);
+                match &self.noise {
+                    Some(z) => {
+                        let z = z.index_axis(Axis(0), start + j);
+                        for ((d, &x), &z) in dst.iter_mut().zip(src.iter()).zip(z.iter()) {
+                            *d = x + F::of(z);
+                        }
+                    }
+                    None => {
+                        for (d, &x) in dst.iter_mut().zip(src.iter()) {
+                            *d = x + F::of(self.normal(&mut rng));
+                        }
+                    }
+                }
+            }
             let rows = ItemRows::new(model, chunk.to_vec());
-            let part = self.inner.attribute(
-                &rows,
-                noisy.slice(ndarray::s![start..end, .., .., ..]),
-                &target.for_items(chunk, n)?,
-            )?;
+            let part = self
+                .inner
+                .attribute(&rows, noisy.view(), &target.for_items(chunk, n)?)?;
+            if part.values.shape().first() != Some(&chunk.len()) {
+                return Err(Error::shape(
+                    "the inner method's maps",
+                    format!("{} rows", chunk.len()),
+                    format!("{:?}", part.values.shape()),
+                ));
+            }
+            let (sum, sum_sq) = sums.get_or_insert_with(|| {
+                let mut shape = part.values.shape().to_vec();
+                shape[0] = n;
+                (ArrayD::zeros(IxDyn(&shape)), ArrayD::zeros(IxDyn(&shape)))
+            });
+            if sum.shape()[1..] != part.values.shape()[1..] {
+                return Err(Error::shape(
+                    "the inner method's maps",
+                    format!("{:?}", &sum.shape()[1..]),
+                    format!("{:?}", &part.values.shape()[1..]),
+                ));
+            }
+            for (j, &b) in chunk.iter().enumerate() {
+                let row = part.values.index_axis(Axis(0), j);
+                ndarray::Zip::from(sum.index_axis_mut(Axis(0), b))
+                    .and(sum_sq.index_axis_mut(Axis(0), b))
+                    .and(&row)
+                    .for_each(|a, q, &v| {
+                        let v = v.as_f64();
+                        *a += v;
+                        *q += v * v;
+                    });
+            }
             layout = Some(part.layout);
-            parts.push(part.values);
         }
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        let values =
-            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Backend(e.to_string()))?;
-        let layout = layout.ok_or_else(|| Error::Backend("no noisy rows".into()))?;
-        let shape = values.shape().to_vec();
-        let per: usize = shape[1..].iter().product();
-        let flat = values
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((n, s, per))
-            .map_err(|e| Error::Backend(e.to_string()))?;
-        let inv = F::one() / F::of(s as f64);
-        let mean = flat.sum_axis(Axis(1)).mapv(|v| v * inv);
-        let mean_sq = flat.mapv(|v| v * v).sum_axis(Axis(1)).mapv(|v| v * inv);
-        let out = match self.kind {
-            NoiseKind::SmoothGrad => mean,
-            NoiseKind::SmoothGradSq => mean_sq,
-            NoiseKind::VarGrad => &mean_sq - &mean.mapv(|v| v * v),
+        let ((sum, sum_sq), layout) = sums
+            .zip(layout)
+            .ok_or_else(|| Error::Backend("no noisy rows".into()))?;
+        let inv = 1.0 / s as f64;
+        let values = match self.kind {
+            NoiseKind::SmoothGrad => sum.mapv(|v| F::of(v * inv)),
+            NoiseKind::SmoothGradSq => sum_sq.mapv(|v| F::of(v * inv)),
+            NoiseKind::VarGrad => ndarray::Zip::from(&sum)
+                .and(&sum_sq)
+                .map_collect(|&a, &q| F::of(q * inv - (a * inv) * (a * inv))),
         };
-        let mut dims = shape;
-        dims[0] = n;
-        let values = ArrayD::from_shape_vec(IxDyn(&dims), out.into_iter().collect())
-            .map_err(|e| Error::Backend(e.to_string()))?;
         Ok(AttributionMap {
             values,
             layout,

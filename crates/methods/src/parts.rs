@@ -129,3 +129,21 @@ pub fn layer_map<F: Scalar>(
 ) -> AttributionMap<F> {
     map(cam, MapLayout::Layer { name: layer }, out)
 }
+
+/// The most values one stacked batch of perturbed copies may hold (2^28: 1 GiB of
+/// f32): beyond it a method asks for a smaller batch instead of failing to allocate.
+pub const MAX_BATCH_VALUES: usize = 1 << 28;
+
+/// Checks that `rows` copies of `per_row` values fit in [`MAX_BATCH_VALUES`]; the
+/// error names `what` (the setting that sizes the batch).
+pub fn check_batch_size(rows: usize, per_row: usize, what: &str) -> Result<()> {
+    match rows.checked_mul(per_row) {
+        Some(v) if v <= MAX_BATCH_VALUES => Ok(()),
+        _ => Err(attrib_core::Error::param(
+            what,
+            format!(
+                "{rows} copies of {per_row} values exceed the {MAX_BATCH_VALUES} values one pass may hold; use a smaller batch"
+            ),
+        )),
+    }
+}

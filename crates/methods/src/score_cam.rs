@@ -78,6 +78,11 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for ScoreCam {
         };
         let jobs: Vec<(usize, usize)> = (0..n).flat_map(|b| (0..c).map(move |k| (b, k))).collect();
         let mut raw = Array2::<F>::zeros((n, c));
+        crate::parts::check_batch_size(
+            self.max_batch.min(jobs.len()),
+            ch * hh * ww,
+            "score-cam batch",
+        )?;
         for chunk in jobs.chunks(self.max_batch) {
             let mut batch = Array4::<F>::zeros((chunk.len(), ch, hh, ww));
             for (j, &(b, k)) in chunk.iter().enumerate() {

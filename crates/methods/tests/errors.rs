@@ -277,6 +277,21 @@ fn baseline_method_errors() {
         .max_batch(0)
         .attribute(&net, x.view(), &t))
     .contains("must be positive"));
+    assert_eq!(
+        msg(IntegratedGradients::new()
+            .steps(20_000)
+            .attribute(&net, x.view(), &t)),
+        "invalid integration steps: 20000 is more than the 10000 supported"
+    );
+    // A stacked batch that would not fit in memory is refused, not allocated.
+    assert_eq!(
+        attrib_methods::parts::check_batch_size(1 << 20, 3 * 224 * 224, "noise tunnel batch")
+            .unwrap_err()
+            .to_string(),
+        "invalid noise tunnel batch: 1048576 copies of 150528 values exceed the 268435456 values one pass may hold; use a smaller batch"
+    );
+    assert!(attrib_methods::parts::check_batch_size(usize::MAX, 2, "x").is_err());
+    assert!(attrib_methods::parts::check_batch_size(64, 3 * 224 * 224, "x").is_ok());
     // Noise tunnels.
     let nt = || NoiseTunnel::new(InputXGradient, NoiseKind::SmoothGrad);
     assert_eq!(
