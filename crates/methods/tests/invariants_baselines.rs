@@ -73,9 +73,9 @@ proptest! {
         // out, an error of |dS| / n.
         let c = invariants::integrated_gradients_completeness(&fine, &net, x.view(), &Target::TopPredicted)?;
         ok(c, 0.0, 2e-3 * range)?;
-        let gl = IntegratedGradients::new().baseline(base);
-        let c = invariants::integrated_gradients_completeness(&gl, &net, x.view(), &Target::Class(1))?;
-        ok(c, 0.0, 0.05 * range)?;
+        // (Gauss-Legendre at 50 points has no such bound on these piecewise-linear
+        // paths: its gap is measured by the property kit, and exact where the path is
+        // linear, as on the hand-computed network.)
     }
 
     #[test]
@@ -84,8 +84,22 @@ proptest! {
         for t in [Target::Class(class), Target::TopPredicted] {
             let [hr, xg] = invariants::hires_and_xgrad_are_grad_cam_under_gap(&net, x.view(), &t)?;
             ok(hr, 1e-12, 1e-14)?;
-            // XGrad-CAM's 1e-7 against activation sums of order 1..100.
-            ok(xg, 1e-6, 1e-9)?;
+            // XGrad-CAM's weights are alpha_k S_k / (S_k + 1e-7), S_k the channel's sum:
+            // as the activations are rectified (A_ij <= S_k), the maps differ by at most
+            // 1e-7 sum_k |alpha_k| per item.
+            let layer = net.linear_head().unwrap().layer;
+            let out = net.backward(&attrib_core::BackwardRequest::tap(x.view(), &t, &layer))?;
+            let g = &out.taps[0].gradient;
+            let (n, _, h, w) = g.dim();
+            let bound = (0..n)
+                .map(|b| {
+                    g.index_axis(ndarray::Axis(0), b)
+                        .outer_iter()
+                        .map(|ch| (ch.sum() / (h * w) as f64).abs())
+                        .sum::<f64>()
+                })
+                .fold(0.0f64, f64::max);
+            ok(xg, 1e-12, 1e-7 * bound * (1.0 + 1e-9) + 1e-14)?;
         }
     }
 
@@ -155,7 +169,10 @@ proptest! {
         prop_assert_eq!(&a, &tunnel(32, noise_seed));
         let c = invariants::compare("chunked", &tunnel(3, noise_seed), &a)?;
         ok(c, 1e-12, 1e-14)?;
-        prop_assert_ne!(&a, &tunnel(32, noise_seed ^ 1));
+        // Another seed, other noise (unless the network is dead there: all maps 0).
+        if a.iter().any(|v| *v != 0.0) {
+            prop_assert_ne!(&a, &tunnel(32, noise_seed ^ 1));
+        }
     }
 
     #[test]
