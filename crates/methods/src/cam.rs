@@ -33,10 +33,7 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for Cam {
                 "the model does not end in a global-average-pool + linear head on a feature map; use grad-cam, which generalises CAM",
             )
         })?;
-        let (scores, mut acts) = model.activations(input, std::slice::from_ref(&head.layer))?;
-        let acts = acts
-            .pop()
-            .ok_or_else(|| Error::Backend("no activation returned for the head's layer".into()))?;
+        let (scores, acts) = crate::parts::layer_activation(model, input, &head.layer)?;
         let resolved = target.resolve(scores.view())?;
         if acts.dim().1 != head.weight.ncols() {
             return Err(Error::shape(

@@ -32,10 +32,7 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for EigenCam {
         target: &Target<F>,
     ) -> Result<AttributionMap<F>> {
         let layer = layer_or_default(model, self.layer.as_deref())?;
-        let (scores, mut acts) = model.activations(input, std::slice::from_ref(&layer))?;
-        let a = acts.pop().ok_or_else(|| {
-            attrib_core::Error::Backend(format!("no activation returned for `{layer}`"))
-        })?;
+        let (scores, a) = crate::parts::layer_activation(model, input, &layer)?;
         let resolved = target.resolve(scores.view())?;
         let (n, c, h, w) = a.dim();
         let mut cam = Array3::<F>::zeros((n, h, w));

@@ -111,6 +111,20 @@ pub fn layer_pass<F: Scalar, M: LayerTap<F> + ?Sized>(
     Ok((layer, tap, out))
 }
 
+/// One forward pass for the scores `(N, K)` and the activation `(N, C, h, w)` at
+/// `layer`: what the gradient-free CAM variants need.
+pub fn layer_activation<F: Scalar, M: LayerTap<F> + ?Sized>(
+    model: &M,
+    input: ArrayView4<F>,
+    layer: &str,
+) -> Result<(ndarray::Array2<F>, Array4<F>)> {
+    let (scores, mut acts) = model.activations(input, &[layer.to_string()])?;
+    let a = acts.pop().ok_or_else(|| {
+        attrib_core::Error::Backend(format!("no activation returned for `{layer}`"))
+    })?;
+    Ok((scores, a))
+}
+
 /// `(N, C, h, w)` summed over `h, w`: `(N, C)`.
 pub fn spatial_sum<F: Scalar>(a: &Array4<F>) -> ndarray::Array2<F> {
     a.sum_axis(Axis(3)).sum_axis(Axis(2))

@@ -53,10 +53,7 @@ impl<F: Scalar, M: LayerTap<F> + ?Sized> Attribution<F, M> for ScoreCam {
             return Err(Error::param("score-cam max batch", "must be positive"));
         }
         let layer = layer_or_default(model, self.layer.as_deref())?;
-        let (scores, mut acts) = model.activations(input, std::slice::from_ref(&layer))?;
-        let a = acts
-            .pop()
-            .ok_or_else(|| Error::Backend(format!("no activation returned for `{layer}`")))?;
+        let (scores, a) = crate::parts::layer_activation(model, input, &layer)?;
         let target = target.pinned(scores.view())?;
         let resolved = target.resolve(scores.view())?;
         let (n, c, _, _) = a.dim();
