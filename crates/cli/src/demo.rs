@@ -1,10 +1,11 @@
 //! `attrib demo`: the paper's figures on real inputs, one HTML page per model family:
-//! an ImageNet classifier (the pretrained EfficientNet-Lite0), the captioner and the
-//! VQA model trained by `tools/reference` (bundled).
+//! an ImageNet classifier (the pretrained EfficientNet-Lite0), the captioner, the VQA
+//! model and the dense captioner trained by `tools/reference` (bundled).
 
 use std::path::PathBuf;
 
 use attrib_core::{Error, Model, Result, Target};
+use attrib_dfdx::zoo::densecap::{DenseCap, Proposals};
 use attrib_dfdx::zoo::show_and_tell::ShowAndTell;
 use attrib_dfdx::zoo::text::Vocab;
 use attrib_dfdx::zoo::vqa::Vqa;
@@ -16,6 +17,7 @@ use ndarray::Axis;
 use serde_json::{json, Value};
 
 use crate::caption::{self, CaptionOptions};
+use crate::dense_caption::{self, DenseCaptionOptions};
 use crate::explain::{parse_colormap, row_title};
 use crate::inputs::{self, Batch};
 use crate::methods::{attribute, progress_bar, render as render_map, Method, Settings};
@@ -50,10 +52,11 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let photos = lite0_page(&args, colormap, &mut out)?;
     let captions = caption_page(&args, colormap, &mut out)?;
     let answers = vqa_page(&args, colormap, &mut out)?;
+    let regions = densecap_page(&args, colormap, &mut out)?;
     out.commit(&args.out)?;
     println!(
         "{}",
-        json!({"out": args.out.display().to_string(), "photos": photos, "captions": captions, "vqa": answers})
+        json!({"out": args.out.display().to_string(), "photos": photos, "captions": captions, "vqa": answers, "dense_captions": regions})
     );
     if !args.quiet {
         eprintln!(
@@ -141,7 +144,7 @@ fn lite0_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<
         ));
         summary.push(json!({"photo": stem, "top5": inputs::top_json(&top), "panel": args.out.join(format!("{stem}.panel.png")).display().to_string()}));
     }
-    html.push_str("<p>First the paper's Figure 1 layout, then every method. Rows are the top-2 classes. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n<p>Also: <a href=\"caption.html\">captioning</a> (a CNN+LSTM captioner, word by word) and <a href=\"vqa.html\">visual question answering</a>.</p>\n</body></html>\n");
+    html.push_str("<p>First the paper's Figure 1 layout, then every method. Rows are the top-2 classes. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n<p>Also: <a href=\"caption.html\">captioning</a> (a CNN+LSTM captioner, word by word), <a href=\"vqa.html\">visual question answering</a> and <a href=\"densecap.html\">dense captioning</a> (region by region).</p>\n</body></html>\n");
     out.text("index.html".into(), html);
     Ok(Value::Array(summary))
 }
@@ -163,8 +166,10 @@ fn page_head(title: &str) -> String {
 fn bundled_batch(images: &[(&str, &[u8])], size: usize) -> Result<Batch> {
     let mut items = Vec::new();
     let mut photos = Vec::new();
+    let mut original = Vec::new();
     for (stem, bytes) in images {
         let img = attrib_io::image::decode_rgb8(bytes, stem, &attrib_io::Limits::default())?;
+        original.push((img.width() as usize, img.height() as usize));
         let photo = imagenet::resize_rgb(&img, size);
         items.push(imagenet::normalize(&photo));
         photos.push(photo);
@@ -177,6 +182,7 @@ fn bundled_batch(images: &[(&str, &[u8])], size: usize) -> Result<Batch> {
         file_stems: stems.clone(),
         stems,
         photos,
+        original,
     })
 }
 
@@ -241,7 +247,7 @@ fn caption_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Resul
             item["caption"].as_str().unwrap_or_default()
         ));
     }
-    html.push_str("<p><a href=\"index.html\">classifier</a> &middot; <a href=\"vqa.html\">VQA</a></p>\n</body></html>\n");
+    html.push_str("<p><a href=\"index.html\">classifier</a> &middot; <a href=\"vqa.html\">VQA</a> &middot; <a href=\"densecap.html\">dense captioning</a></p>\n</body></html>\n");
     out.text("caption.html".into(), html);
     Ok(summary)
 }
@@ -299,7 +305,7 @@ fn vqa_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Va
         }
         all.push(summary);
     }
-    html.push_str("<p><a href=\"index.html\">classifier</a> &middot; <a href=\"caption.html\">captioning</a></p>\n</body></html>\n");
+    html.push_str("<p><a href=\"index.html\">classifier</a> &middot; <a href=\"caption.html\">captioning</a> &middot; <a href=\"densecap.html\">dense captioning</a></p>\n</body></html>\n");
     out.text("vqa.html".into(), html);
     Ok(Value::Array(all))
 }
@@ -309,3 +315,70 @@ const VQA_IMAGES: [(&str, &[u8]); 3] = [
     ("1", include_bytes!("../../../fixtures/pointing/vqa/1.png")),
     ("4", include_bytes!("../../../fixtures/pointing/vqa/4.png")),
 ];
+
+const DENSECAP: [&[u8]; 2] = [
+    include_bytes!("../../../assets/models/densecap/densecap.safetensors"),
+    include_bytes!("../../../assets/models/densecap/vocab.txt"),
+];
+
+const DENSECAP_SCENES: [(&str, &[u8]); 2] = [
+    (
+        "densecap-000",
+        include_bytes!("../../../fixtures/densecap/heldout/000.png"),
+    ),
+    (
+        "densecap-001",
+        include_bytes!("../../../fixtures/densecap/heldout/001.png"),
+    ),
+];
+
+/// The dense-captioning page (`densecap.html`): the FCLN's own regions of held-out
+/// scenes, captioned (the DenseCap figure), and each region's caption explained with
+/// Grad-CAM and Guided Grad-CAM (the Grad-CAM paper's dense-captioning figure).
+fn densecap_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Value> {
+    let model = DenseCap::<f32>::from_weights(WeightMap::from_bytes(DENSECAP[0])?)?;
+    let vocab = Vocab::new(lines(
+        std::str::from_utf8(DENSECAP[1]).map_err(|e| Error::Backend(e.to_string()))?,
+    ))?;
+    let batch = bundled_batch(&DENSECAP_SCENES, 96)?;
+    let opts = DenseCaptionOptions {
+        boxes: Vec::new(),
+        proposals: Vec::new(),
+        regions: 4,
+        how: Proposals {
+            top: 4,
+            ..Proposals::default()
+        },
+        caption: None,
+        beam: 1,
+        max_words: 12,
+        words: Vec::new(),
+        methods: vec![
+            Method::builtin("grad-cam"),
+            Method::builtin("guided-grad-cam"),
+        ],
+        settings: Settings::new(16, 8),
+        colormap,
+        npy: false,
+        quiet: args.quiet,
+    };
+    let summary = dense_caption::run(&model, &vocab, &batch, &opts, out, &args.out)?;
+    let mut html = page_head("attrib demo: explaining a dense captioner (FCLN) region by region");
+    html.push_str("<p>DenseCap's Fully Convolutional Localization Network (Johnson, Karpathy &amp; Fei-Fei) at small scale, trained by <code>tools/reference/densecap.py</code> on synthetic scenes of captioned shapes; held-out scenes. First the model's four best proposals with their captions, then each region's caption explained (the gradient of its log-probability, the box a constant) with Grad-CAM at the trunk's last rectified map and Guided Grad-CAM. The trunk runs once per scene for all its regions' Grad-CAMs.</p>\n");
+    for item in summary["items"].as_array().into_iter().flatten() {
+        let stem = item["input"].as_str().unwrap_or_default();
+        html.push_str(&format!(
+            "<h2>{stem}</h2>\n<img src=\"{stem}.regions.png\"><br>\n"
+        ));
+        for r in item["regions"].as_array().into_iter().flatten() {
+            html.push_str(&format!(
+                "<img src=\"{stem}.{}.panel.png\"> ",
+                r["region"].as_str().unwrap_or_default()
+            ));
+        }
+        html.push('\n');
+    }
+    html.push_str("<p><a href=\"index.html\">classifier</a> &middot; <a href=\"caption.html\">captioning</a> &middot; <a href=\"vqa.html\">VQA</a></p>\n</body></html>\n");
+    out.text("densecap.html".into(), html);
+    Ok(summary)
+}

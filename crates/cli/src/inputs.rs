@@ -38,6 +38,8 @@ pub struct Batch {
     pub file_stems: Vec<String>,
     /// The photos `(3, H, W)` in `[0, 1]` for overlays.
     pub photos: Vec<Array3<f32>>,
+    /// Each item's `(width, height)` as read, before resizing.
+    pub original: Vec<(usize, usize)>,
 }
 
 fn stem(p: &Path) -> String {
@@ -107,11 +109,13 @@ pub fn load_batch(src: &Source, channels: usize) -> Result<Batch> {
         } else {
             (0..n).map(|i| format!("{s}.{i}")).collect()
         };
+        let (_, _, h, w) = x.dim();
         return Ok(Batch {
             x,
             stems,
             file_stems: vec![s],
             photos,
+            original: vec![(w, h); n],
         });
     }
     if channels != 3 {
@@ -124,8 +128,10 @@ pub fn load_batch(src: &Source, channels: usize) -> Result<Batch> {
     let mut items = Vec::new();
     let mut photos = Vec::new();
     let mut stems = Vec::new();
+    let mut original = Vec::new();
     for p in &src.image {
         let img = attrib_io::image::read_rgb8(p)?;
+        original.push((img.width() as usize, img.height() as usize));
         let photo = imagenet::resize_rgb(&img, src.size);
         drop(img);
         items.push(imagenet::normalize(&photo));
@@ -147,6 +153,7 @@ pub fn load_batch(src: &Source, channels: usize) -> Result<Batch> {
         file_stems: stems.clone(),
         stems,
         photos,
+        original,
     })
 }
 

@@ -11,6 +11,7 @@
 mod bench;
 mod caption;
 mod demo;
+mod dense_caption;
 mod explain;
 mod fetch;
 mod inputs;
@@ -74,6 +75,10 @@ enum Command {
     /// Explains a VQA model's answer to a question about each image: panels, PNGs and
     /// raw maps per method, and a JSON summary with the top answers.
     Vqa(vqa::VqaArgs),
+    /// Explains a dense captioner (DenseCap) region by region: the image with its
+    /// regions captioned, a panel per region, PNGs and raw maps per region and method,
+    /// and a JSON summary (boxes, scores, captions, token log-probabilities).
+    DenseCaption(dense_caption::DenseCaptionArgs),
     /// Times a method on a random-weight network, one JSON line.
     Bench(bench::BenchArgs),
 }
@@ -125,6 +130,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(args) => bench::bench(args),
         Command::Caption(args) => caption::caption(args),
         Command::Vqa(args) => vqa::vqa(args),
+        Command::DenseCaption(args) => dense_caption::dense_caption(args),
     }
 }
 

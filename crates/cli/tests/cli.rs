@@ -429,9 +429,19 @@ fn demo_and_grad_cam_on_the_cat() {
         "coffee.panel.png",
         "chelsea.top1.grad-cam.png",
         "coffee.top2.occlusion.png",
+        "densecap.html",
+        "densecap-000.regions.png",
+        "densecap-001.region3.panel.png",
     ] {
         assert!(dir.join(f).exists(), "{f}");
     }
+    assert_eq!(
+        j["dense_captions"]["items"][1]["regions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     // Grad-CAM for "Egyptian cat" sits on the cat: the cat's face fills the centre-left
     // of the photo, the background is at the right edge.
     let w = cache.join("weights/efficientnet-lite0.safetensors");

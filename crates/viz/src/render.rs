@@ -83,6 +83,54 @@ pub fn signed_map(map: ArrayView2<f32>) -> RgbImage {
     )
 }
 
+/// Draws the outline of the box `[x1, y1, x2, y2]` (pixels; clipped to the image),
+/// `thickness` pixels wide inwards, in `color`. A box wholly outside draws nothing.
+pub fn draw_box(img: &mut RgbImage, b: [f64; 4], thickness: u32, color: [u8; 3]) {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    if !b.iter().all(|v| v.is_finite()) || b[2] < 0.0 || b[3] < 0.0 || b[0] >= w || b[1] >= h {
+        return;
+    }
+    let x0 = b[0].clamp(0.0, w - 1.0).round() as u32;
+    let y0 = b[1].clamp(0.0, h - 1.0).round() as u32;
+    let x1 = b[2].clamp(0.0, w - 1.0).round() as u32;
+    let y1 = b[3].clamp(0.0, h - 1.0).round() as u32;
+    for t in 0..thickness {
+        let (l, r) = (x0 + t, x1.saturating_sub(t));
+        let (top, bot) = (y0 + t, y1.saturating_sub(t));
+        if l > r || top > bot {
+            break;
+        }
+        for x in l..=r {
+            img.put_pixel(x, top, Rgb(color));
+            img.put_pixel(x, bot, Rgb(color));
+        }
+        for y in top..=bot {
+            img.put_pixel(l, y, Rgb(color));
+            img.put_pixel(r, y, Rgb(color));
+        }
+    }
+}
+
+/// Draws `text` like [`draw_text`] on a filled strip of `background` (for a label
+/// over a photo).
+pub fn draw_label(
+    img: &mut RgbImage,
+    text: &str,
+    x: u32,
+    y: u32,
+    scale: u32,
+    color: [u8; 3],
+    background: [u8; 3],
+) {
+    let (tw, th) = (text.chars().count() as u32 * 8 * scale + 2, 8 * scale + 2);
+    for py in y..(y + th).min(img.height()) {
+        for px in x..(x + tw).min(img.width()) {
+            img.put_pixel(px, py, Rgb(background));
+        }
+    }
+    draw_text(img, text, x + 1, y + 1, scale, color);
+}
+
 /// Draws `text` (ASCII; others print as `?`) at `(x, y)` with an 8x8 font scaled by `scale`.
 pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, color: [u8; 3]) {
     use font8x8::UnicodeFonts;

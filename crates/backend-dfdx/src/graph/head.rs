@@ -10,7 +10,7 @@
 //! image-in, scores-out [`Model`], and every method applies unchanged.
 
 use attrib_core::{
-    BackwardOutput, BackwardRequest, LayerInfo, LayerTap, LinearHead, Model, Result,
+    BackwardOutput, BackwardRequest, LayerInfo, LayerTap, LinearHead, Model, Rectifier, Result,
 };
 use dfdx::tensor::Tape;
 use ndarray::{Array2, Array4, ArrayView4};
@@ -25,8 +25,14 @@ pub trait Head<E: Elem, D: KernelDevice<E>>: Sync {
     fn num_outputs(&self, inputs: usize) -> usize;
 
     /// The scores `(N, K, 1, 1)` from the network's output `x`, recording the backward
-    /// of every op on `tape` (a `NoneTape` records nothing).
-    fn scores<T: Tape<E, D>>(&self, x: &Tensor4<E, D>, tape: &mut T) -> Result<Tensor4<E, D>>;
+    /// of every op on `tape` (a `NoneTape` records nothing). A rectifier in the head
+    /// back-propagates by `rule`, the pass's rule, as the network's do.
+    fn scores<T: Tape<E, D>>(
+        &self,
+        x: &Tensor4<E, D>,
+        rule: Rectifier,
+        tape: &mut T,
+    ) -> Result<Tensor4<E, D>>;
 
     /// The head for a batch whose row `j` stands for item `items[j]` of this one (see
     /// [`Model::forward_items`]): a head conditioned on per-item queries selects
@@ -51,7 +57,12 @@ impl<E: Elem, D: KernelDevice<E>> Head<E, D> for Identity {
         inputs
     }
 
-    fn scores<T: Tape<E, D>>(&self, x: &Tensor4<E, D>, _: &mut T) -> Result<Tensor4<E, D>> {
+    fn scores<T: Tape<E, D>>(
+        &self,
+        x: &Tensor4<E, D>,
+        _: Rectifier,
+        _: &mut T,
+    ) -> Result<Tensor4<E, D>> {
         Ok(x.clone())
     }
 

@@ -47,6 +47,7 @@ pub struct NetworkBuilder<E> {
     current: usize,
     prefix: Vec<String>,
     default_layer: Option<String>,
+    map_output: bool,
 }
 
 impl<E: Elem> NetworkBuilder<E> {
@@ -60,6 +61,7 @@ impl<E: Elem> NetworkBuilder<E> {
             current: 0,
             prefix: Vec::new(),
             default_layer: None,
+            map_output: false,
         }
     }
 
@@ -243,6 +245,14 @@ impl<E: Elem> NetworkBuilder<E> {
         self
     }
 
+    /// Lets the network end in a feature map `(C, H, W)` rather than scores: a
+    /// detector's trunk, read with [`Network::output_map`] or under a head that
+    /// reduces it (such a network alone is not a classifier).
+    pub fn ends_in_map(&mut self) -> &mut Self {
+        self.map_output = true;
+        self
+    }
+
     /// Builds on the CPU.
     pub fn build(self) -> Result<Network<E, Cpu>> {
         self.build_on(Cpu::default())
@@ -254,7 +264,7 @@ impl<E: Elem> NetworkBuilder<E> {
             .shapes
             .last()
             .expect("the input shape is always present");
-        if self.nodes.is_empty() || out[1] != 1 || out[2] != 1 {
+        if self.nodes.is_empty() || (!self.map_output && (out[1] != 1 || out[2] != 1)) {
             return Err(Error::shape(
                 "network output",
                 "(K, 1, 1): end with a linear layer or a global pool",
@@ -441,6 +451,20 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         capture: &[(usize, Capture<E>)],
     ) -> Result<Vec<Option<Tensor4<E, D>>>> {
         let mut values: Vec<Option<Tensor4<E, D>>> = vec![None; self.shapes.len()];
+        // Rows that are equal (one image under several queries: a region model's
+        // regions, one image explained for several targets) share the part of the
+        // pass nothing is recorded in: it runs once per distinct row, and every live
+        // value is expanded to all rows where recording starts (or at the end). The
+        // layers act on each row alone, so this changes no value.
+        let mut shared = if record_from > 0 {
+            shared_rows(&D::host(&x), ops::dims(&x))
+        } else {
+            None
+        };
+        let x = match &shared {
+            Some((distinct, _)) => self.gather_rows(&x, distinct)?,
+            None => x,
+        };
         // A tap on the input itself: registered first, its capture runs last in the
         // backward pass, after every consumer of the input has added its share.
         Self::add_captures(0, &x, capture, tape);
@@ -450,6 +474,11 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         while i < self.nodes.len() {
             let node = &self.nodes[i];
             let recorded = i >= record_from;
+            if recorded {
+                if let Some((_, of_row)) = shared.take() {
+                    self.expand_rows(&mut values, &of_row)?;
+                }
+            }
             // Fold conv + batch norm when the conv's output is neither tapped nor the
             // point where recording starts.
             let folded = self.folded[i]
@@ -489,10 +518,17 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                     self.layer_forward(layer, &ins, rule, act, &mut NoneTape)?
                 }
             };
+            values[v] = Some(out);
+            // Expanded before a capture is registered on it: the capture must watch
+            // the tensor the recorded nodes will read.
+            if v >= record_from {
+                if let Some((_, of_row)) = shared.take() {
+                    self.expand_rows(&mut values, &of_row)?;
+                }
+            }
             // Pushed after the producer's backward op, so it runs after every
             // consumer has added its share and before the producer consumes it.
-            Self::add_captures(v, &out, capture, tape);
-            values[v] = Some(out);
+            Self::add_captures(v, values[v].as_ref().expect("just set"), capture, tape);
             for &u in &node.inputs {
                 if self.last_use[u] == i && u != 0 && !keep.contains(&u) {
                     values[u] = None;
@@ -500,8 +536,31 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             }
             i = v;
         }
+        if let Some((_, of_row)) = shared {
+            self.expand_rows(&mut values, &of_row)?;
+        }
         debug_assert!(values[last].is_some());
         Ok(values)
+    }
+
+    /// The rows `rows` of `t`, in that order (untraced).
+    fn gather_rows(&self, t: &Tensor4<E, D>, rows: &[usize]) -> Result<Tensor4<E, D>> {
+        let [_, c, h, w] = ops::dims(t);
+        let per = c * h * w;
+        let host = D::host(t);
+        let data = rows
+            .iter()
+            .flat_map(|&i| host[i * per..(i + 1) * per].iter().copied())
+            .collect();
+        tensor4(&self.device, data, [rows.len(), c, h, w])
+    }
+
+    /// Every computed value, from one row per distinct input row to all rows.
+    fn expand_rows(&self, values: &mut [Option<Tensor4<E, D>>], of_row: &[usize]) -> Result<()> {
+        for v in values.iter_mut().flatten() {
+            *v = self.gather_rows(v, of_row)?;
+        }
+        Ok(())
     }
 
     /// Registers, for every capture of value `v`, a backward op that copies the
@@ -569,6 +628,25 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         D::run_pass(self, |net| net.backward_pass(req, head))
     }
 
+    /// The network's output as it is, `(N, C, H, W)`: for a network that ends in a
+    /// feature map (a detector's trunk) rather than scores.
+    pub fn output_map(&self, input: ArrayView4<E>) -> Result<Array4<E>> {
+        D::run_pass(self, |net| {
+            let x = net.input_tensor(&input)?;
+            let mut tape = OwnedTape::default();
+            let values = net.run(
+                x,
+                Rectifier::Gradient,
+                usize::MAX,
+                &mut tape,
+                &HashSet::new(),
+                &[],
+            )?;
+            let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
+            Ok(net.to_array4(out))
+        })
+    }
+
     /// The head's scores and the activations of `layers`, from one forward pass.
     pub fn activations_with<H: Head<E, D>>(
         &self,
@@ -583,9 +661,10 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         &self,
         head: &H,
         out: &Tensor4<E, D>,
+        rule: Rectifier,
         tape: &mut T,
     ) -> Result<Tensor4<E, D>> {
-        let s = head.scores(out, tape)?;
+        let s = head.scores(out, rule, tape)?;
         let [n, k, h, w] = ops::dims(&s);
         if h != 1 || w != 1 || n != ops::dims(out)[0] {
             return Err(Error::shape(
@@ -609,7 +688,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             &[],
         )?;
         let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
-        Ok(self.scores_of(&self.head_scores(head, out, &mut NoneTape)?))
+        Ok(self.scores_of(&self.head_scores(head, out, Rectifier::Gradient, &mut NoneTape)?))
     }
 
     fn backward_pass<H: Head<E, D>>(
@@ -647,9 +726,9 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         let out = values.last().cloned().flatten().expect("output kept");
         let nothing_asked = !req.input_grad && tap_values.is_empty();
         let scores_t = if nothing_asked {
-            self.head_scores(head, &out, &mut NoneTape)?
+            self.head_scores(head, &out, req.rectifier, &mut NoneTape)?
         } else {
-            self.head_scores(head, &out, &mut tape)?
+            self.head_scores(head, &out, req.rectifier, &mut tape)?
         };
         let scores = self.scores_of(&scores_t);
         let target = req.target.resolve(scores.view())?;
@@ -748,16 +827,6 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                 value: val.to_string(),
             });
         }
-        let rows = |t: &Tensor4<E, D>| -> Result<Tensor4<E, D>> {
-            let [_, c, h, w] = ops::dims(t);
-            let per = c * h * w;
-            let host = D::host(t);
-            let data = items
-                .iter()
-                .flat_map(|&i| host[i * per..(i + 1) * per].iter().copied())
-                .collect();
-            tensor4(&self.device, data, [m, c, h, w])
-        };
         let mut values: Vec<Option<Tensor4<E, D>>> = vec![None; self.shapes.len()];
         values[v] = Some(tensor4(
             &self.device,
@@ -768,7 +837,9 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             let node = &self.nodes[i];
             for &u in &node.inputs {
                 if u < v && values[u].is_none() {
-                    values[u] = Some(rows(base[u].as_ref().expect("every value is kept"))?);
+                    values[u] = Some(
+                        self.gather_rows(base[u].as_ref().expect("every value is kept"), items)?,
+                    );
                 }
             }
             let ins: Vec<&Tensor4<E, D>> = node
@@ -784,7 +855,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             .last()
             .and_then(|v| v.as_ref())
             .expect("the output runs");
-        Ok(self.scores_of(&self.head_scores(head, out, &mut NoneTape)?))
+        Ok(self.scores_of(&self.head_scores(head, out, Rectifier::Gradient, &mut NoneTape)?))
     }
 
     fn activations_pass<H: Head<E, D>>(
@@ -802,7 +873,8 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         let mut tape = OwnedTape::default();
         let values = self.run(x, Rectifier::Gradient, usize::MAX, &mut tape, &keep, &[])?;
         let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
-        let scores = self.scores_of(&self.head_scores(head, out, &mut NoneTape)?);
+        let scores =
+            self.scores_of(&self.head_scores(head, out, Rectifier::Gradient, &mut NoneTape)?);
         let acts = wanted
             .iter()
             .map(|&v| self.to_array4(values[v].as_ref().expect("kept")))
@@ -893,4 +965,29 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
             }
         }
     }
+}
+
+/// For a batch whose rows repeat: the first row of each distinct value, and for every
+/// row the position of its value among those (`None` when all rows differ). Rows are
+/// equal when every element is, zeros' signs included.
+fn shared_rows<E: Elem>(host: &[E], [n, c, h, w]: [usize; 4]) -> Option<(Vec<usize>, Vec<usize>)> {
+    let per = c * h * w;
+    let row = |i: usize| &host[i * per..(i + 1) * per];
+    let same = |a: &[E], b: &[E]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y && x.is_sign_negative() == y.is_sign_negative())
+    };
+    let mut distinct: Vec<usize> = Vec::new();
+    let mut of_row = Vec::with_capacity(n);
+    for i in 0..n {
+        match distinct.iter().position(|&d| same(row(d), row(i))) {
+            Some(k) => of_row.push(k),
+            None => {
+                of_row.push(distinct.len());
+                distinct.push(i);
+            }
+        }
+    }
+    (distinct.len() < n).then_some((distinct, of_row))
 }

@@ -17,6 +17,7 @@ use std::str::FromStr;
 use attrib_core::{Error, Result};
 
 mod alexnet;
+pub mod densecap;
 mod efficientnet;
 pub mod imagenet;
 mod params;

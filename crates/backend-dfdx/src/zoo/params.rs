@@ -1,8 +1,11 @@
 //! Reading a layer's tensors under its full module path while building: what every
 //! family's builder shares.
 
+use std::sync::Arc;
+
 use attrib_core::Result;
 
+use crate::kernels;
 use crate::weights::{ParamKind, ParamSource};
 use crate::{BatchNorm2d, Conv2d, Conv2dConfig, Elem, Linear, NetworkBuilder, Padding};
 
@@ -81,3 +84,35 @@ pub(super) fn conv_cfg(stride: usize, pad: usize) -> Conv2dConfig {
 }
 
 pub(super) const TORCH_BN_EPS: f64 = 1e-5;
+
+/// A linear layer's weights `(out, in)` and bias, for the heads that run as code over
+/// the tape ops rather than as network layers.
+#[derive(Debug, Clone)]
+pub(super) struct Dense<E> {
+    pub(super) w: Arc<Vec<E>>,
+    pub(super) b: Arc<Vec<E>>,
+    pub(super) shape: [usize; 2],
+}
+
+impl<E: Elem> Dense<E> {
+    pub(super) fn take(
+        src: &mut dyn ParamSource<E>,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<Self> {
+        Ok(Dense {
+            w: Arc::new(src.take(&format!("{name}.weight"), &[out, inp], ParamKind::Weight)?),
+            b: Arc::new(src.take(&format!("{name}.bias"), &[out], ParamKind::Bias)?),
+            shape: [out, inp],
+        })
+    }
+
+    /// `x W^T + b` for `rows` rows, on the host.
+    pub(super) fn host(&self, rows: usize, x: &[E]) -> Vec<E> {
+        let [k, f] = self.shape;
+        let mut y = vec![E::zero(); rows * k];
+        kernels::linear_forward(rows, f, k, x, &self.w, Some(&self.b), &mut y);
+        y
+    }
+}

@@ -36,18 +36,19 @@ pub(super) fn resnet<E: Elem>(
     bottleneck: bool,
     classes: usize,
 ) -> Result<()> {
-    let features = resnet_trunk(p, blocks, bottleneck, &TORCHVISION)?;
+    let features = resnet_trunk(p, blocks, bottleneck, &TORCHVISION, true)?;
     p.b.flatten("flatten")?;
     p.linear("fc", classes, features)
 }
 
-/// Everything up to and including the global average pool; returns the number of
-/// features it leaves.
+/// Everything up to layer4 and, with `pool`, the global average pool; returns the
+/// number of channels it leaves.
 pub(super) fn resnet_trunk<E: Elem>(
     p: &mut Params<'_, E>,
     blocks: [usize; 4],
     bottleneck: bool,
     names: &ResnetNames,
+    pool: bool,
 ) -> Result<usize> {
     let [conv1, bn1, relu, maxpool] = names.stem;
     p.conv(conv1, [64, 3, 7, 7], false, conv_cfg(2, 3))?;
@@ -100,6 +101,8 @@ pub(super) fn resnet_trunk<E: Elem>(
             Ok(())
         })?;
     }
-    p.b.global_avg_pool(names.avgpool)?;
+    if pool {
+        p.b.global_avg_pool(names.avgpool)?;
+    }
     Ok(512 * expansion)
 }

@@ -19,7 +19,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use attrib_core::{Error, Result};
+use attrib_core::{Error, Rectifier, Result};
 use dfdx::tensor::Tape;
 use ndarray::ArrayView4;
 
@@ -194,6 +194,68 @@ impl<E: Elem> Decoder<E> {
         kernels::log_softmax_forward(self.vocab, &logits, &mut lp);
         Ok(lp)
     }
+
+    /// Greedy decoding as the tutorial's `sample`: feed the feature, then each
+    /// argmax, for `max_len` steps; the raw token ids (the first is normally
+    /// `<start>`).
+    pub fn greedy(&self, feature: &[E], max_len: usize) -> Result<Vec<usize>> {
+        let mut ids = Vec::with_capacity(max_len);
+        for _ in 0..max_len {
+            let lp = self.next_log_probs(feature, &ids)?;
+            ids.push(argmax(&lp));
+        }
+        Ok(ids)
+    }
+
+    /// Beam search with `beam` hypotheses: from `<start>` (fed after the feature),
+    /// each step extends every unfinished hypothesis by its `beam` best tokens and
+    /// keeps the `beam` best by total log-probability; a hypothesis ends at `end` or
+    /// after `max_len` words. Returns the best, `<start> ... <end>`, and its total
+    /// log-probability (of the tokens after `<start>`).
+    pub fn beam_search(
+        &self,
+        feature: &[E],
+        beam: usize,
+        max_len: usize,
+        start: usize,
+        end: usize,
+    ) -> Result<(Vec<usize>, f64)> {
+        if beam == 0 {
+            return Err(Error::param("--beam", "must be positive"));
+        }
+        let mut live: Vec<(Vec<usize>, f64)> = vec![(vec![start], 0.0)];
+        let mut done: Vec<(Vec<usize>, f64)> = Vec::new();
+        for _ in 0..=max_len {
+            let mut next: Vec<(Vec<usize>, f64)> = Vec::new();
+            for (toks, score) in &live {
+                let lp = self.next_log_probs(feature, toks)?;
+                let mut order: Vec<usize> = (0..lp.len()).collect();
+                order.sort_by(|&a, &b| lp[b].as_f64().total_cmp(&lp[a].as_f64()));
+                for &tok in order.iter().take(beam) {
+                    let mut t = toks.clone();
+                    t.push(tok);
+                    next.push((t, score + lp[tok].as_f64()));
+                }
+            }
+            next.sort_by(|a, b| b.1.total_cmp(&a.1));
+            next.truncate(beam);
+            live.clear();
+            for (t, s) in next {
+                if t.last() == Some(&end) || t.len() > max_len + 1 {
+                    done.push((t, s));
+                } else {
+                    live.push((t, s));
+                }
+            }
+            if live.is_empty() {
+                break;
+            }
+        }
+        done.extend(live);
+        done.into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .ok_or_else(|| Error::Backend("beam search kept no hypothesis".into()))
+    }
 }
 
 /// A Show-and-Tell captioner: the encoder network and the decoder.
@@ -357,23 +419,12 @@ impl<E: Elem> ShowAndTell<E> {
         Ok(self.encoder.forward(images)?.into_iter().collect())
     }
 
-    /// Greedy decoding as the tutorial's `sample`: feed the feature, then each
-    /// argmax, for `max_len` steps; the raw token ids (the first is normally
-    /// `<start>`).
+    /// Greedy decoding from this model's image feature: see [`Decoder::greedy`].
     pub fn greedy(&self, feature: &[E], max_len: usize) -> Result<Vec<usize>> {
-        let mut ids = Vec::with_capacity(max_len);
-        for _ in 0..max_len {
-            let lp = self.decoder.next_log_probs(feature, &ids)?;
-            ids.push(argmax(&lp));
-        }
-        Ok(ids)
+        self.decoder.greedy(feature, max_len)
     }
 
-    /// Beam search with `beam` hypotheses: from `<start>` (fed after the feature),
-    /// each step extends every unfinished hypothesis by its `beam` best tokens and
-    /// keeps the `beam` best by total log-probability; a hypothesis ends at `end` or
-    /// after `max_len` words. Returns the best, `<start> ... <end>`, and its total
-    /// log-probability (of the tokens after `<start>`).
+    /// Beam search from this model's image feature: see [`Decoder::beam_search`].
     pub fn beam_search(
         &self,
         feature: &[E],
@@ -382,41 +433,7 @@ impl<E: Elem> ShowAndTell<E> {
         start: usize,
         end: usize,
     ) -> Result<(Vec<usize>, f64)> {
-        if beam == 0 {
-            return Err(Error::param("--beam", "must be positive"));
-        }
-        let mut live: Vec<(Vec<usize>, f64)> = vec![(vec![start], 0.0)];
-        let mut done: Vec<(Vec<usize>, f64)> = Vec::new();
-        for _ in 0..=max_len {
-            let mut next: Vec<(Vec<usize>, f64)> = Vec::new();
-            for (toks, score) in &live {
-                let lp = self.decoder.next_log_probs(feature, toks)?;
-                let mut order: Vec<usize> = (0..lp.len()).collect();
-                order.sort_by(|&a, &b| lp[b].as_f64().total_cmp(&lp[a].as_f64()));
-                for &tok in order.iter().take(beam) {
-                    let mut t = toks.clone();
-                    t.push(tok);
-                    next.push((t, score + lp[tok].as_f64()));
-                }
-            }
-            next.sort_by(|a, b| b.1.total_cmp(&a.1));
-            next.truncate(beam);
-            live.clear();
-            for (t, s) in next {
-                if t.last() == Some(&end) || t.len() > max_len + 1 {
-                    done.push((t, s));
-                } else {
-                    live.push((t, s));
-                }
-            }
-            if live.is_empty() {
-                break;
-            }
-        }
-        done.extend(live);
-        done.into_iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .ok_or_else(|| Error::Backend("beam search kept no hypothesis".into()))
+        self.decoder.beam_search(feature, beam, max_len, start, end)
     }
 }
 
@@ -480,7 +497,12 @@ impl<E: Elem, D: KernelDevice<E>> Head<E, D> for CaptionHead<'_, E> {
         self.steps - 1
     }
 
-    fn scores<T: Tape<E, D>>(&self, x: &Tensor4<E, D>, tape: &mut T) -> Result<Tensor4<E, D>> {
+    fn scores<T: Tape<E, D>>(
+        &self,
+        x: &Tensor4<E, D>,
+        _: Rectifier,
+        tape: &mut T,
+    ) -> Result<Tensor4<E, D>> {
         let d = self.decoder;
         let [n, e, ..] = ops::dims(x);
         if n != self.captions.len() {

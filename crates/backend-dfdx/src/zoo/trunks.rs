@@ -134,13 +134,37 @@ impl Trunk {
         }
     }
 
+    /// The trunk's output stride before any pooling: input pixels per feature-map
+    /// cell (a ResNet's is 32; a convolution stack's, 2 per max pool).
+    pub fn stride(&self) -> usize {
+        match self {
+            Trunk::Resnet { .. } => 32,
+            Trunk::Convs(l) => 1 << l.iter().filter(|c| c.pool).count(),
+        }
+    }
+
     /// Adds the trunk under the scope `prefix`; returns the number of features.
     pub(super) fn build<E: Elem>(&self, p: &mut Params<'_, E>, prefix: &str) -> Result<usize> {
+        self.build_with(p, prefix, true)
+    }
+
+    /// Adds the trunk under the scope `prefix`, ending in its feature map (no global
+    /// pool: what a detector's regions are sampled from); returns its channels.
+    pub(super) fn build_map<E: Elem>(&self, p: &mut Params<'_, E>, prefix: &str) -> Result<usize> {
+        self.build_with(p, prefix, false)
+    }
+
+    fn build_with<E: Elem>(
+        &self,
+        p: &mut Params<'_, E>,
+        prefix: &str,
+        pooled: bool,
+    ) -> Result<usize> {
         let mut features = 0;
         match self {
             Trunk::Resnet { blocks, bottleneck } => {
                 p.scope(prefix, |p| {
-                    features = resnet_trunk(p, *blocks, *bottleneck, &SEQUENTIAL)?;
+                    features = resnet_trunk(p, *blocks, *bottleneck, &SEQUENTIAL, pooled)?;
                     Ok(())
                 })?;
             }
@@ -160,7 +184,9 @@ impl Trunk {
                     }
                     Ok(())
                 })?;
-                p.b.global_avg_pool("pool")?;
+                if pooled {
+                    p.b.global_avg_pool("pool")?;
+                }
                 features = self.features();
             }
         }

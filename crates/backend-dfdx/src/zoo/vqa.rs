@@ -15,12 +15,11 @@
 //! a constant of the pass.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use attrib_core::{Error, Result};
+use attrib_core::{Error, Rectifier, Result};
 use dfdx::tensor::Tape;
 
-use super::params::Params;
+use super::params::{Dense, Params};
 use super::show_and_tell::{lstm_sizes, shape_of, take_lstm};
 use super::trunks::Trunk;
 use crate::graph::{Head, WithHead};
@@ -32,31 +31,6 @@ use crate::{Cpu, Elem, KernelDevice, Network, NetworkBuilder};
 
 /// `F.normalize`'s default `eps`.
 const NORMALIZE_EPS: f64 = 1e-12;
-
-/// A linear layer's weights `(out, in)` and bias.
-#[derive(Debug, Clone)]
-struct Dense<E> {
-    w: Arc<Vec<E>>,
-    b: Arc<Vec<E>>,
-    shape: [usize; 2],
-}
-
-impl<E: Elem> Dense<E> {
-    fn take(src: &mut dyn ParamSource<E>, name: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Dense {
-            w: Arc::new(src.take(&format!("{name}.weight"), &[out, inp], ParamKind::Weight)?),
-            b: Arc::new(src.take(&format!("{name}.bias"), &[out], ParamKind::Bias)?),
-            shape: [out, inp],
-        })
-    }
-
-    fn host(&self, rows: usize, x: &[E]) -> Vec<E> {
-        let [k, f] = self.shape;
-        let mut y = vec![E::zero(); rows * k];
-        kernels::linear_forward(rows, f, k, x, &self.w, Some(&self.b), &mut y);
-        y
-    }
-}
 
 /// The sizes of a VQA model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +210,12 @@ impl<E: Elem, D: KernelDevice<E>> Head<E, D> for VqaHead<'_, E> {
         self.model.spec.answers
     }
 
-    fn scores<T: Tape<E, D>>(&self, x: &Tensor4<E, D>, tape: &mut T) -> Result<Tensor4<E, D>> {
+    fn scores<T: Tape<E, D>>(
+        &self,
+        x: &Tensor4<E, D>,
+        _: Rectifier,
+        tape: &mut T,
+    ) -> Result<Tensor4<E, D>> {
         let m = self.model;
         let n = ops::dims(x)[0];
         if n != self.n {
