@@ -441,3 +441,71 @@ fn region_grad_cam_localises_the_region_on_held_out_scenes() {
     // box too. Reported, with occlusion's level asserted.
     assert!(measured[2].1 >= 0.9, "occlusion pointing {:?}", measured[2]);
 }
+
+/// The ResNet trunk (stride 32), with synthetic weights: proposals, captions' scores
+/// and Grad-CAM per region, each region in a batch as alone.
+#[test]
+fn a_resnet_trunk_works_the_same_way() {
+    use attrib_dfdx::zoo::densecap::DenseCapSpec;
+    use attrib_dfdx::zoo::show_and_tell::DecoderSpec;
+    use attrib_dfdx::zoo::trunks::Trunk;
+    let spec = DenseCapSpec {
+        loc: 16,
+        fc: 32,
+        anchors: vec![[32.0, 32.0], [64.0, 48.0]],
+        decoder: DecoderSpec {
+            vocab: 10,
+            embed: 8,
+            hidden: 12,
+            layers: 1,
+        },
+    };
+    let trunk = Trunk::Resnet {
+        blocks: [1, 1, 1, 1],
+        bottleneck: false,
+    };
+    let model = DenseCap::<f64>::synthetic(3, trunk, spec).unwrap();
+    assert_eq!(model.stride(), 32);
+    let x = Array4::from_shape_fn((1, 3, 96, 96), |(_, c, i, j)| {
+        ((c * 7 + i * 3 + j * 5) % 13) as f64 / 6.0 - 1.0
+    });
+    let f = model.feature_map(x.view()).unwrap();
+    assert_eq!(f.dim(), (1, 512, 3, 3));
+    let how = Proposals {
+        pre_nms: 18,
+        iou: 0.7,
+        top: 4,
+    };
+    let props = &model.proposals(f.view(), (96, 96), how).unwrap()[0];
+    assert!(!props.is_empty() && props.len() <= 4);
+    for p in props {
+        assert!(p.bbox[0] >= 0.0 && p.bbox[2] <= 96.0 && p.bbox[1] >= 0.0 && p.bbox[3] <= 96.0);
+    }
+    let regions = vec![
+        (props[0].bbox, vec![1, 4, 5, 2]),
+        ([10.0, 20.0, 70.0, 90.0], vec![1, 7, 2]),
+    ];
+    let m = model.conditioned(&regions).unwrap();
+    let xs = repeat(&x, 2);
+    let target = caption_seed::<f64>(&regions);
+    for method in [&GradCam::new() as &dyn Attribution<f64, _>, &Gradient] {
+        let batch = method.attribute(&m, xs.view(), &target).unwrap().values;
+        for (r, region) in regions.iter().enumerate() {
+            let alone = model.conditioned(std::slice::from_ref(region)).unwrap();
+            let one = method
+                .attribute(
+                    &alone,
+                    x.view(),
+                    &caption_seed(std::slice::from_ref(region)),
+                )
+                .unwrap()
+                .values;
+            let b = batch.index_axis(Axis(0), r).insert_axis(Axis(0)).to_owned();
+            let e = rel_err(&b, &one);
+            assert!(e <= 1e-10, "{}: region {r}: {e:e}", method.name());
+        }
+        if batch.ndim() == 3 {
+            assert_eq!(batch.shape(), &[2, 3, 3]);
+        }
+    }
+}

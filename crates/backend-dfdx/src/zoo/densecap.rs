@@ -41,13 +41,13 @@ use dfdx::tensor::Tape;
 use ndarray::{Array4, ArrayView4};
 
 use super::params::{conv_cfg, Dense, Params};
-use super::show_and_tell::{shape_of, CaptionHead, Decoder};
+use super::show_and_tell::{shape_of, CaptionHead, Decoder, DecoderSpec};
 use super::trunks::Trunk;
 use crate::graph::{Head, WithHead};
 use crate::kernels::boxes::{self, Box4};
 use crate::kernels::{Roi, RoiAlign};
 use crate::ops::{self, region, Tensor4};
-use crate::weights::{ParamKind, ParamSource, StrictWeights, WeightMap};
+use crate::weights::{ParamKind, ParamSource, StrictWeights, Synthetic, WeightMap};
 use crate::{Conv2d, Cpu, Elem, KernelDevice, Network, NetworkBuilder};
 
 /// The trunk's module prefix.
@@ -89,6 +89,19 @@ pub struct Proposal {
     pub score: f64,
     /// The anchor's index (`(i W + j) k + a`).
     pub anchor: usize,
+}
+
+/// The sizes of a DenseCap model beyond its trunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseCapSpec {
+    /// Channels of the localisation layer's 3x3 convolution.
+    pub loc: usize,
+    /// Width of the recognition network's fully connected layers.
+    pub fc: usize,
+    /// The anchors' `(w, h)`, in image pixels.
+    pub anchors: Vec<[f64; 2]>,
+    /// The language model (its `embed` is the projection's output).
+    pub decoder: DecoderSpec,
 }
 
 /// What the recognition network says of a region.
@@ -137,8 +150,15 @@ impl<E: Elem> DenseCap<E> {
     /// From a state dict, strictly: every tensor used, every shape checked.
     pub fn from_weights(map: WeightMap) -> Result<Self> {
         let trunk_kind = Trunk::recognise(&map, TRUNK)?;
-        let c = trunk_kind.features();
-        let lc = shape_of(&map, "loc.conv.weight", "the localisation layer")?;
+        // The first dimension of a tensor: a layer's width, which the strict
+        // loading then checks against every other shape.
+        let rows = |key: &str, what: &str| -> Result<usize> {
+            let shape = shape_of(&map, key, what)?;
+            shape
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Weights(format!("`{key}` is a scalar; expected {what}")))
+        };
         let an = shape_of(&map, "loc.anchors", "the anchors' (w, h)")?;
         let [k, 2] = an[..] else {
             return Err(Error::Weights(format!(
@@ -148,26 +168,44 @@ impl<E: Elem> DenseCap<E> {
         if k == 0 {
             return Err(Error::Weights("`loc.anchors` holds no anchor".into()));
         }
-        let loc_c = lc[0];
-        let r0 = shape_of(&map, "recog.0.weight", "the recognition network")?;
-        let fc = r0[0];
-        let p = shape_of(&map, "project.weight", "the projection to the LSTM")?;
-        let embed = p[0];
+        let loc_c = rows("loc.conv.weight", "the localisation layer")?;
+        let fc = rows("recog.0.weight", "the recognition network")?;
+        let embed = rows("project.weight", "the projection to the LSTM")?;
         let spec = Decoder::<E>::spec(&map)?;
         if spec.embed != embed {
             return Err(Error::Weights(format!(
-                "`project.weight` {p:?} gives the LSTM inputs of {embed}, but the words are embedded in {} (`embed.weight`)",
+                "`project.weight` gives the LSTM inputs of {embed}, but the words are embedded in {} (`embed.weight`)",
                 spec.embed
             )));
         }
         let mut src = StrictWeights::new(map);
-        let src: &mut dyn ParamSource<E> = &mut src;
-        let anchors_flat = src.take("loc.anchors", &[k, 2], ParamKind::Weight)?;
+        let anchors_flat =
+            ParamSource::<E>::take(&mut src, "loc.anchors", &[k, 2], ParamKind::Weight)?;
         let anchors: Vec<[f64; 2]> = anchors_flat
             .chunks(2)
             .map(|a| [a[0].as_f64(), a[1].as_f64()])
             .collect();
-        if let Some(a) = anchors
+        let sizes = DenseCapSpec {
+            loc: loc_c,
+            fc,
+            anchors,
+            decoder: spec,
+        };
+        let model = Self::build(&mut src, trunk_kind, sizes)?;
+        ParamSource::<E>::finish(&mut src)?;
+        Ok(model)
+    }
+
+    /// Deterministic pseudo-random weights ([`Synthetic`]) with `trunk` under
+    /// `trunk.features` and the sizes of `spec`: for tests of other trunks than the
+    /// bundled model's.
+    pub fn synthetic(seed: u64, trunk: Trunk, spec: DenseCapSpec) -> Result<Self> {
+        Self::build(&mut Synthetic::new(seed, 0), trunk, spec)
+    }
+
+    fn build(src: &mut dyn ParamSource<E>, trunk_kind: Trunk, s: DenseCapSpec) -> Result<Self> {
+        if let Some(a) = s
+            .anchors
             .iter()
             .find(|a| !(a[0].is_finite() && a[1].is_finite() && a[0] > 0.0 && a[1] > 0.0))
         {
@@ -175,35 +213,36 @@ impl<E: Elem> DenseCap<E> {
                 "`loc.anchors` has an anchor of size {a:?}; sizes are positive"
             )));
         }
+        if s.anchors.is_empty() {
+            return Err(Error::Weights("`loc.anchors` holds no anchor".into()));
+        }
         let mut b = NetworkBuilder::new([3, 224, 224]);
         b.ends_in_map();
-        let channels = {
+        let c = {
             let mut p = Params {
                 src: &mut *src,
                 b: &mut b,
             };
             trunk_kind.build_map(&mut p, TRUNK)?
         };
-        debug_assert_eq!(channels, c);
         let trunk = b.build()?;
-        let loc = build_loc(src, c, loc_c, k)?;
+        let loc = build_loc(src, c, s.loc, s.anchors.len())?;
         let cells = ROI_GRID * ROI_GRID;
         let recog = [
-            Dense::take(src, "recog.0", fc, c * cells)?,
-            Dense::take(src, "recog.2", fc, fc)?,
+            Dense::take(src, "recog.0", s.fc, c * cells)?,
+            Dense::take(src, "recog.2", s.fc, s.fc)?,
         ];
-        let refine = Dense::take(src, "refine", 4, fc)?;
-        let objectness = Dense::take(src, "objectness", 1, fc)?;
-        let project = Dense::take(src, "project", embed, fc)?;
-        let decoder = Decoder::build(src, spec)?;
-        src.finish()?;
+        let refine = Dense::take(src, "refine", 4, s.fc)?;
+        let objectness = Dense::take(src, "objectness", 1, s.fc)?;
+        let project = Dense::take(src, "project", s.decoder.embed, s.fc)?;
+        let decoder = Decoder::build(src, s.decoder)?;
         let stride = trunk_kind.stride();
         let roi = RoiAlign::new(ROI_GRID, ROI_GRID, 1.0 / stride as f64, ROI_SAMPLING, false)?;
         Ok(DenseCap {
             trunk,
             trunk_kind,
             loc,
-            anchors,
+            anchors: s.anchors,
             roi,
             recog,
             refine,
