@@ -1,0 +1,116 @@
+"""Reference answers for attrib-eval's metrics (fixtures/eval/*.json), from the
+implementations the papers' readers use:
+
+    pip download --no-deps torchray==1.0.0.2 -d /tmp/w && tar xzf /tmp/w/torchray-1.0.0.2.tar.gz -C /tmp/w
+    python tools/reference/eval_fixtures.py --torchray /tmp/w/torchray-1.0.0.2
+
+- `pointing.json`: TorchRay's `PointingGame.evaluate` (its source, imported from the
+  unpacked sdist: TorchRay's wheel pulls dependencies this needs not) on random
+  images, boxes (as `voc_as_mask` fills them), points and tolerances; the maximum of
+  random maps upsampled with `F.interpolate(bilinear, align_corners=False)`; and the
+  class-averaged accuracy of a sequence of outcomes.
+- `spearman.json`: `scipy.stats.spearmanr` on random vectors with ties.
+- `segments.json`: the box of the largest 8-connected segment above a fraction of
+  the maximum, by `skimage.measure.label(connectivity=2)` and `regionprops`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "eval")
+
+
+def pointing(rng):
+    from torchray.benchmark.pointing_game import PointingGame
+
+    cases = []
+    for _ in range(300):
+        h, w = int(rng.integers(10, 70)), int(rng.integers(10, 70))
+        tol = int(rng.choice([0, 1, 5, 15]))
+        boxes = []
+        mask = torch.zeros((h, w), dtype=torch.bool)
+        for _ in range(int(rng.integers(1, 4))):
+            x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+            x1, y1 = x0 + int(rng.integers(0, 20)), y0 + int(rng.integers(0, 20))
+            boxes.append([x0, y0, x1, y1])
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
+        point = [int(rng.integers(0, w)), int(rng.integers(0, h))]
+        hit = PointingGame(1, tol).evaluate(mask, point)
+        cases.append({"height": h, "width": w, "tolerance": tol, "boxes": boxes, "point": point, "hit": hit == 1})
+    maps = []
+    for _ in range(40):
+        mh, mw = int(rng.integers(2, 9)), int(rng.integers(2, 9))
+        h, w = int(rng.integers(mh, 80)), int(rng.integers(mw, 80))
+        m = np.round(rng.standard_normal((mh, mw)), 3).astype(np.float32)
+        up = F.interpolate(torch.from_numpy(m)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        y, x = divmod(int(up.argmax()), w)
+        maps.append({"map": [[round(float(v), 3) for v in row] for row in m], "height": h, "width": w, "point": [x, y]})
+    game = PointingGame(4, 15)
+    outcomes = [[int(rng.integers(0, 3)), bool(rng.random() < 0.6)] for _ in range(50)]
+    for c, hit in outcomes:
+        game.aggregate(1 if hit else -1, c)
+    return {
+        "hits": cases,
+        "maps": maps,
+        "game": {"classes": 4, "outcomes": outcomes, "class_accuracies": game.class_accuracies.tolist(), "accuracy": float(game.accuracy)},
+    }
+
+
+def spearman(rng):
+    from scipy.stats import spearmanr
+
+    cases = []
+    for _ in range(60):
+        n = int(rng.integers(3, 50))
+        a = rng.integers(0, 6, n).astype(float) if rng.random() < 0.5 else rng.standard_normal(n)
+        b = rng.integers(0, 6, n).astype(float) + 0.5 * a
+        if np.all(a == a[0]) or np.all(b == b[0]):
+            continue
+        cases.append({"a": a.tolist(), "b": b.tolist(), "rho": float(spearmanr(a, b).statistic)})
+    return cases
+
+
+def segments(rng):
+    from skimage.measure import label, regionprops
+
+    cases = []
+    for _ in range(60):
+        h, w = int(rng.integers(4, 24)), int(rng.integers(4, 24))
+        # Three decimals: exact as written in the JSON and read back as f32.
+        m = np.round(rng.random((h, w)) ** 3, 3).astype(np.float32)
+        frac = float(rng.choice([0.15, 0.2, 0.5, 0.8]))
+        lab = label(m > frac * m.max(), connectivity=2)
+        props = regionprops(lab)
+        best = max(props, key=lambda p: (p.area, -p.label))
+        r0, c0, r1, c1 = best.bbox
+        cases.append({"map": [[round(float(v), 3) for v in row] for row in m], "fraction": frac, "box": [c0, r0, c1 - 1, r1 - 1]})
+    return cases
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--torchray", required=True, help="the unpacked TorchRay 1.0.0.2 sdist")
+    a = ap.parse_args()
+    sys.path.insert(0, a.torchray)
+    os.makedirs(OUT, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, fn in [("pointing", pointing), ("spearman", spearman), ("segments", segments)]:
+        with open(os.path.join(OUT, name + ".json"), "w") as fh:
+            json.dump(fn(rng), fh)
+            fh.write("\n")
+    import scipy
+    import skimage
+
+    with open(os.path.join(OUT, "versions.json"), "w") as fh:
+        json.dump({"torch": torch.__version__, "torchray": "1.0.0.2", "scipy": scipy.__version__, "scikit-image": skimage.__version__}, fh, indent=1)
+        fh.write("\n")
+
+
+if __name__ == "__main__":
+    main()
