@@ -12,6 +12,12 @@ implementations the papers' readers use:
 - `spearman.json`: `scipy.stats.spearmanr` on random vectors with ties.
 - `segments.json`: the box of the largest 8-connected segment above a fraction of
   the maximum, by `skimage.measure.label(connectivity=2)` and `regionprops`.
+- `ssim.json`: `skimage.metrics.structural_similarity` with its defaults and a
+  given `data_range`, on random pairs of maps (alike, unrelated, constant).
+- `causal.json`: RISE's deletion and insertion (`CausalMetric` and `gkern` of
+  eclique/RISE's `evaluation.py`, transcribed below: RISE is not a package) with the
+  zero, blur and mean substrates, on attrib's synthetic ResNet-18 (10 classes,
+  `synthetic.py`) for a 3x32x32 input and a random map, 32 pixels per step.
 """
 
 import argparse
@@ -93,6 +99,90 @@ def segments(rng):
     return cases
 
 
+def ssim(rng):
+    from skimage.metrics import structural_similarity
+
+    cases = []
+    for k in range(30):
+        h, w = int(rng.integers(7, 16)), int(rng.integers(7, 16))
+        a = np.round(rng.random((h, w)), 3)
+        b = np.round(a + rng.normal(0, 0.3, (h, w)) if k % 3 else rng.random((h, w)), 3)
+        if k == 29:
+            b = np.full((h, w), 0.25)
+        r = float(max(a.max(), b.max()) - min(a.min(), b.min()))
+        cases.append({"a": a.tolist(), "b": b.tolist(), "data_range": r, "ssim": float(structural_similarity(a, b, data_range=r))})
+    return cases
+
+
+def gkern(klen, nsig):
+    """RISE's blur kernel: SciPy's gaussian_filter of a unit impulse."""
+    from scipy.ndimage import gaussian_filter
+
+    inp = np.zeros((klen, klen))
+    inp[klen // 2, klen // 2] = 1
+    k = gaussian_filter(inp, nsig)
+    kern = np.zeros((3, 3, klen, klen))
+    kern[0, 0] = k
+    kern[1, 1] = k
+    kern[2, 2] = k
+    return torch.from_numpy(kern.astype("float32"))
+
+
+class CausalMetric:
+    """RISE's evaluation.py `CausalMetric.single_run`, on the CPU, the model's
+    softmax probabilities; `np.argsort(kind="stable")` pins the order of equal
+    values, which RISE leaves to quicksort."""
+
+    def __init__(self, model, mode, step, substrate_fn):
+        self.model, self.mode, self.step, self.substrate_fn = model, mode, step, substrate_fn
+
+    def single_run(self, img_tensor, explanation, c):
+        _, _, h, w = img_tensor.shape
+        hw = h * w
+        n_steps = (hw + self.step - 1) // self.step
+        if self.mode == "del":
+            start, finish = img_tensor.clone(), self.substrate_fn(img_tensor)
+        else:
+            start, finish = self.substrate_fn(img_tensor), img_tensor.clone()
+        scores = np.empty(n_steps + 1)
+        salient_order = np.flip(np.argsort(explanation.reshape(-1, hw), axis=1, kind="stable"), axis=-1)
+        for i in range(n_steps + 1):
+            pred = torch.softmax(self.model(start), 1)
+            scores[i] = pred[0, c]
+            if i < n_steps:
+                coords = salient_order[:, self.step * i : self.step * (i + 1)]
+                start.numpy().reshape(1, 3, hw)[0, :, coords] = finish.numpy().reshape(1, 3, hw)[0, :, coords]
+        return scores
+
+
+def auc(arr):
+    return (arr.sum() - arr[0] / 2 - arr[-1] / 2) / (arr.shape[0] - 1)
+
+
+def causal(rng):
+    import torchvision
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from synthetic import load_synthetic
+
+    model = torchvision.models.resnet18(num_classes=10)
+    load_synthetic(model, seed=4)
+    model.eval()
+    x = torch.from_numpy(np.round(rng.uniform(-1, 1, (1, 3, 32, 32)), 3).astype(np.float32))
+    sal = np.round(rng.random((32, 32)), 3).astype(np.float32)
+    kern = gkern(11, 5)
+    blur = lambda t: F.conv2d(t, kern, padding=11 // 2)  # noqa: E731
+    mean = lambda t: t.mean((2, 3), keepdim=True).expand_as(t).clone()  # noqa: E731
+    zero = torch.zeros_like
+    with torch.no_grad():
+        c = int(model(x).argmax())
+        out = {"input": x[0].numpy().round(3).tolist(), "map": sal.tolist(), "class": c, "step": 32, "kernel": kern[0, 0].double().numpy().tolist(), "curves": []}
+        for mode, name, fn in [("del", "zero", zero), ("ins", "blur", blur), ("del", "mean", mean), ("ins", "zero", zero)]:
+            scores = CausalMetric(model, mode, 32, fn).single_run(x.clone(), sal, c)
+            out["curves"].append({"game": mode, "substrate": name, "scores": scores.tolist(), "auc": float(auc(scores))})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--torchray", required=True, help="the unpacked TorchRay 1.0.0.2 sdist")
@@ -100,7 +190,7 @@ def main():
     sys.path.insert(0, a.torchray)
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(0)
-    for name, fn in [("pointing", pointing), ("spearman", spearman), ("segments", segments)]:
+    for name, fn in [("pointing", pointing), ("spearman", spearman), ("segments", segments), ("causal", causal), ("ssim", ssim)]:
         with open(os.path.join(OUT, name + ".json"), "w") as fh:
             json.dump(fn(rng), fh)
             fh.write("\n")

@@ -9,15 +9,21 @@
 //!   segment, ILSVRC's top-1 / top-5 localisation error).
 //! - [`pointing`]: the pointing game of Zhang et al. (Excitation Backprop), as TorchRay
 //!   plays it.
+//! - [`curves`]: deletion and insertion (Petsiuk et al., RISE), with zero, blur and
+//!   mean substrates.
 //! - [`rank`]: Spearman's rank correlation (the Grad-CAM paper's faithfulness: a map
 //!   against occlusion's).
+//! - [`similarity`]: SSIM as scikit-image computes it, for the sanity checks of
+//!   Adebayo et al.
 //!
 //! Boxes are [`PixelBox`]es: inclusive pixel indices, as ILSVRC and Pascal VOC
 //! annotations mean them (VOC's 1-based corners minus one).
 
+pub mod curves;
 pub mod localisation;
 pub mod pointing;
 pub mod rank;
+pub mod similarity;
 
 use attrib_core::{Error, Result};
 

@@ -281,3 +281,122 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn deletion_and_insertion_match_rise() {
+    use attrib_dfdx::Arch;
+    use attrib_eval::curves::{gaussian_kernel, CausalMetric, Game, Substrate};
+    let f = fixture("causal");
+    // The blur kernel: SciPy's gaussian_filter of an impulse, reflections included.
+    let k = gaussian_kernel(11, 5.0).unwrap();
+    let want = map_of(&f["kernel"]);
+    for (a, b) in k.iter().zip(want.iter()) {
+        assert!((a - *b as f64).abs() < 1e-7, "kernel {a} vs {b}");
+    }
+    assert!((k.sum() - 1.0).abs() < 1e-12);
+    let net = Arch::Resnet18.synthetic::<f32>(4, 10).unwrap();
+    let planes: Vec<Array2<f32>> = f["input"].as_array().unwrap().iter().map(map_of).collect();
+    let views: Vec<_> = planes.iter().map(|p| p.view()).collect();
+    let image = ndarray::stack(ndarray::Axis(0), &views).unwrap();
+    let map = map_of(&f["map"]);
+    let class = f["class"].as_u64().unwrap() as usize;
+    for c in f["curves"].as_array().unwrap() {
+        let game = if c["game"] == "del" {
+            Game::Deletion
+        } else {
+            Game::Insertion
+        };
+        let substrate = match c["substrate"].as_str().unwrap() {
+            "zero" => Substrate::Zero,
+            "blur" => Substrate::RISE_BLUR,
+            _ => Substrate::Mean,
+        };
+        // A batch that does not divide the 33 points.
+        let metric = CausalMetric {
+            game,
+            substrate,
+            step: 32,
+            batch: 5,
+        };
+        let curve = metric.run(&net, image.view(), map.view(), class).unwrap();
+        let want: Vec<f64> = c["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(curve.scores.len(), want.len());
+        for (i, (a, b)) in curve.scores.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-5, "{c:?} point {i}: {a} vs {b}");
+        }
+        assert!((curve.auc - c["auc"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    // Errors: a map of the wrong size, a class beyond the outputs, a zero step, NaN.
+    let m = CausalMetric::deletion(32);
+    assert!(m
+        .run(&net, image.view(), Array2::zeros((4, 4)).view(), class)
+        .is_err());
+    assert!(m.run(&net, image.view(), map.view(), 10).is_err());
+    assert!(CausalMetric { step: 0, ..m }
+        .run(&net, image.view(), map.view(), 0)
+        .is_err());
+    let mut bad = map.clone();
+    bad[[3, 3]] = f32::NAN;
+    assert!(m.run(&net, image.view(), bad.view(), 0).is_err());
+}
+
+#[test]
+fn curves_by_hand() {
+    use attrib_eval::curves::{auc, salient_order};
+    // Trapezoids over [0, 1]: (1 + 0.5) / 2 * 0.5 + (0.5 + 0) / 2 * 0.5.
+    assert!((auc(&[1.0, 0.5, 0.0]).unwrap() - 0.5).abs() < 1e-12);
+    assert!(auc(&[1.0]).is_err());
+    // Decreasing, equal values in decreasing index order.
+    assert_eq!(
+        salient_order(array![[0.1f32, 0.9], [0.1, 0.5]].view()).unwrap(),
+        vec![1, 3, 2, 0]
+    );
+}
+
+#[test]
+fn ssim_matches_scikit_image() {
+    use attrib_eval::similarity::ssim;
+    for (i, c) in fixture("ssim").as_array().unwrap().iter().enumerate() {
+        // The fixture's values have three decimals: exact in f64 as read, not in f32.
+        let rows = |k: &str| -> Array2<f64> {
+            let r: Vec<Vec<f64>> = c[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap())
+                        .collect()
+                })
+                .collect();
+            Array2::from_shape_fn((r.len(), r[0].len()), |(y, x)| r[y][x])
+        };
+        let got = ssim(
+            rows("a").view(),
+            rows("b").view(),
+            c["data_range"].as_f64().unwrap(),
+        )
+        .unwrap();
+        let want = c["ssim"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "case {i}: {got} vs {want}");
+    }
+    // A map with itself: 1. Errors: sizes, a window larger than the map, a bad range.
+    let a = Array2::from_shape_fn((9, 11), |(y, x)| ((y * 7 + x * 3) % 5) as f64 / 4.0);
+    assert!((ssim(a.view(), a.view(), 1.0).unwrap() - 1.0).abs() < 1e-12);
+    let z = Array2::<f64>::zeros((8, 8));
+    assert!(ssim(z.view(), Array2::<f64>::zeros((8, 9)).view(), 1.0).is_err());
+    assert!(ssim(
+        Array2::<f64>::zeros((6, 8)).view(),
+        Array2::<f64>::zeros((6, 8)).view(),
+        1.0
+    )
+    .is_err());
+    assert!(ssim(z.view(), z.view(), 0.0).is_err());
+}
