@@ -227,3 +227,49 @@ impl<E: Elem, S: ParamSource<E>> ParamSource<E> for Recording<S> {
         self.inner.finish()
     }
 }
+
+/// A copy of `map` whose learned parameters under each of `modules` (module paths
+/// such as `fc`, `layer4` or `features.28`: the tensors named the path or under it)
+/// are re-drawn as [`Synthetic`] draws them with `seed`: Adebayo et al.'s model
+/// randomisation ("Sanity Checks for Saliency Maps"). Conv, linear, LSTM and
+/// embedding weights and biases and batch norm's `weight` and `bias` are re-drawn;
+/// batch norm's running statistics are kept (they are not learned by gradient).
+/// A module that names no tensor is an error.
+pub fn randomised(map: &WeightMap, modules: &[String], seed: u64) -> Result<WeightMap> {
+    let synth = Synthetic::new(seed, 0);
+    let under = |key: &str, m: &str| key == m || key.starts_with(&format!("{m}."));
+    for m in modules {
+        if !map.iter().any(|(k, _)| under(k, m)) {
+            return Err(Error::UnknownLayer {
+                name: m.clone(),
+                valid: map.names(),
+            });
+        }
+    }
+    let mut out = WeightMap::new();
+    for (key, t) in map.iter() {
+        let redraw = modules.iter().any(|m| under(key, m));
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let module = key.strip_suffix(leaf).unwrap_or("");
+        let batch_norm = map.get(&format!("{module}running_mean")).is_some();
+        let kind = match (leaf, t.shape.len()) {
+            ("weight", 1) if batch_norm => Some(ParamKind::BnWeight),
+            ("bias", _) if batch_norm => Some(ParamKind::BnBias),
+            (l, _) if l.starts_with("bias") => Some(ParamKind::Bias),
+            (l, n) if l.starts_with("weight") && n >= 2 => Some(ParamKind::Weight),
+            _ => None,
+        };
+        match kind.filter(|_| redraw) {
+            Some(kind) => {
+                let v: Vec<f32> = synth
+                    .values(key, &t.shape, kind)
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect();
+                out.insert(key.clone(), RawTensor::from_f32(t.shape.clone(), &v));
+            }
+            None => out.insert(key.clone(), t.clone()),
+        }
+    }
+    Ok(out)
+}

@@ -15,6 +15,7 @@
 //!   against occlusion's).
 //! - [`similarity`]: SSIM as scikit-image computes it, for the sanity checks of
 //!   Adebayo et al.
+//! - [`sanity`]: those checks, cascading and independent randomisation of layers.
 //!
 //! Boxes are [`PixelBox`]es: inclusive pixel indices, as ILSVRC and Pascal VOC
 //! annotations mean them (VOC's 1-based corners minus one).
@@ -23,6 +24,7 @@ pub mod curves;
 pub mod localisation;
 pub mod pointing;
 pub mod rank;
+pub mod sanity;
 pub mod similarity;
 
 use attrib_core::{Error, Result};

@@ -400,3 +400,84 @@ fn ssim_matches_scikit_image() {
     .is_err());
     assert!(ssim(z.view(), z.view(), 0.0).is_err());
 }
+
+#[test]
+fn sanity_checks_step_through_the_layers() {
+    use attrib_core::{Attribution, Target};
+    use attrib_dfdx::weights::randomised;
+    use attrib_dfdx::Arch;
+    use attrib_eval::sanity::{sanity_check, Randomisation};
+    use std::cell::RefCell;
+    let layers: Vec<String> = ["fc", "layer4", "layer3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // A build that ignores the randomisation: every step is the original map.
+    let asked = RefCell::new(Vec::new());
+    let same = Array2::from_shape_fn((8, 8), |(y, x)| ((y * 5 + x * 3) % 7) as f64);
+    for how in [Randomisation::Cascading, Randomisation::Independent] {
+        asked.borrow_mut().clear();
+        let steps = sanity_check(
+            &layers,
+            how,
+            |names: &[String]| {
+                asked.borrow_mut().push(names.to_vec());
+                Ok(())
+            },
+            |_: &()| Ok(same.clone()),
+        )
+        .unwrap();
+        for s in &steps {
+            assert!((s.spearman - 1.0).abs() < 1e-12 && (s.spearman_abs - 1.0).abs() < 1e-12);
+            assert!((s.ssim.unwrap() - 1.0).abs() < 1e-12);
+        }
+        let want: Vec<Vec<&str>> = match how {
+            Randomisation::Cascading => vec![
+                vec![],
+                vec!["fc"],
+                vec!["fc", "layer4"],
+                vec!["fc", "layer4", "layer3"],
+            ],
+            Randomisation::Independent => vec![vec![], vec!["fc"], vec!["layer4"], vec!["layer3"]],
+        };
+        assert_eq!(*asked.borrow(), want);
+    }
+    // A real model: re-drawing layers of ResNet-18 changes the gradient's map.
+    let weights = Arch::Resnet18.synthetic_weights(2, 10).unwrap();
+    let redrawn = randomised(&weights, &layers[..1], 9).unwrap();
+    for (k, t) in weights.iter() {
+        let changed = redrawn.get(k).unwrap() != t;
+        assert_eq!(changed, k.starts_with("fc."), "{k}");
+    }
+    let kept = randomised(&weights, &["layer4".to_string()], 9).unwrap();
+    assert_eq!(
+        kept.get("layer4.0.bn1.running_var"),
+        weights.get("layer4.0.bn1.running_var")
+    );
+    assert_ne!(
+        kept.get("layer4.0.bn1.weight"),
+        weights.get("layer4.0.bn1.weight")
+    );
+    assert!(randomised(&weights, &["layer9".to_string()], 9).is_err());
+    let x = ndarray::Array4::from_shape_fn((1, 3, 32, 32), |(_, c, y, x)| {
+        ((c * 11 + y * 3 + x * 7) % 13) as f32 / 6.0 - 1.0
+    });
+    let steps = sanity_check(
+        &layers,
+        Randomisation::Cascading,
+        |names: &[String]| Arch::Resnet18.from_weights::<f32>(randomised(&weights, names, 9)?),
+        |net| {
+            let g = attrib_methods::Saliency.attribute(net, x.view(), &Target::Class(3))?;
+            Ok(g.values
+                .into_dimensionality::<ndarray::Ix3>()
+                .unwrap()
+                .index_axis_move(ndarray::Axis(0), 0)
+                .mapv(f64::from))
+        },
+    )
+    .unwrap();
+    assert_eq!(steps.len(), 3);
+    for s in &steps {
+        assert!(s.spearman < 0.999, "{s:?}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The model-randomisation sanity checks of Adebayo et al. ("Sanity Checks for
+//! Saliency Maps", NeurIPS 2018): a method's map on a trained model against its maps
+//! after re-drawing layers at random, from the top down, either cumulatively
+//! (cascading: the top layer, then the top two, ...) or one at a time (independent).
+//! A method whose maps stay alike does not depend on what the model learned. Each
+//! step's similarity to the original map: Spearman's rank correlation of the values
+//! and of their absolute values, and SSIM of the maps each scaled to `[0, 1]` (the
+//! paper's figure; its HOG similarity is not computed here).
+//!
+//! The check is independent of the backend: `build` returns the model with the named
+//! layers randomised (`attrib_dfdx::weights::randomised` re-draws a state dict's
+//! modules), `explain` its map.
+
+use attrib_core::{Error, Result};
+use ndarray::{Array2, ArrayView2};
+
+use crate::rank::spearman;
+use crate::similarity::ssim;
+
+/// Which layers each step randomises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Randomisation {
+    /// Step `k`: the first `k + 1` layers of the list (top down), cumulatively.
+    Cascading,
+    /// Step `k`: layer `k` alone.
+    Independent,
+}
+
+/// One step's similarities to the original map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The layers randomised at this step.
+    pub randomised: Vec<String>,
+    /// Spearman's rank correlation of the maps.
+    pub spearman: f64,
+    /// Spearman's rank correlation of their absolute values.
+    pub spearman_abs: f64,
+    /// SSIM of the maps, each scaled to `[0, 1]` (`None` for maps under 7x7, or a
+    /// constant map, where it is undefined).
+    pub ssim: Option<f64>,
+}
+
+/// `map` scaled to `[0, 1]` by its minimum and maximum; `None` when it is constant.
+fn unit(map: ArrayView2<f64>) -> Option<Array2<f64>> {
+    let (lo, hi) = map
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    (hi > lo).then(|| map.mapv(|v| (v - lo) / (hi - lo)))
+}
+
+/// The similarities of `other` to `original`.
+pub fn compare(
+    original: ArrayView2<f64>,
+    other: ArrayView2<f64>,
+) -> Result<(f64, f64, Option<f64>)> {
+    if original.dim() != other.dim() {
+        return Err(Error::shape(
+            "maps compared",
+            format!("{:?}", original.dim()),
+            format!("{:?}", other.dim()),
+        ));
+    }
+    let a: Vec<f64> = original.iter().copied().collect();
+    let b: Vec<f64> = other.iter().copied().collect();
+    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let rho = spearman(&a, &b)?;
+    let rho_abs = spearman(&abs(&a), &abs(&b))?;
+    let (h, w) = original.dim();
+    let s = match (unit(original), unit(other)) {
+        (Some(x), Some(y)) if h >= 7 && w >= 7 => Some(ssim(x.view(), y.view(), 1.0)?),
+        _ => None,
+    };
+    Ok((rho, rho_abs, s))
+}
+
+/// Runs the check over `layers` (top down): `build(&[])` is the trained model,
+/// `build(names)` the model with `names` randomised; `explain` gives a model's map.
+pub fn sanity_check<M, B, X>(
+    layers: &[String],
+    how: Randomisation,
+    build: B,
+    explain: X,
+) -> Result<Vec<Step>>
+where
+    B: Fn(&[String]) -> Result<M>,
+    X: Fn(&M) -> Result<Array2<f64>>,
+{
+    if layers.is_empty() {
+        return Err(Error::param("sanity check", "no layer to randomise"));
+    }
+    let original = explain(&build(&[])?)?;
+    let mut steps = Vec::with_capacity(layers.len());
+    for k in 0..layers.len() {
+        let randomised: Vec<String> = match how {
+            Randomisation::Cascading => layers[..=k].to_vec(),
+            Randomisation::Independent => vec![layers[k].clone()],
+        };
+        let map = explain(&build(&randomised)?)?;
+        let (spearman, spearman_abs, ssim) = compare(original.view(), map.view())?;
+        steps.push(Step {
+            randomised,
+            spearman,
+            spearman_abs,
+            ssim,
+        });
+    }
+    Ok(steps)
+}
