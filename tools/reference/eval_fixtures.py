@@ -14,6 +14,8 @@ implementations the papers' readers use:
   the maximum, by `skimage.measure.label(connectivity=2)` and `regionprops`.
 - `ssim.json`: `skimage.metrics.structural_similarity` with its defaults and a
   given `data_range`, on random pairs of maps (alike, unrelated, constant).
+- `hog.json`: `skimage.feature.hog` (L2-Hys) of random maps, several cell and block
+  sizes.
 - `causal.json`: RISE's deletion and insertion (`CausalMetric` and `gkern` of
   eclique/RISE's `evaluation.py`, transcribed below: RISE is not a package) with the
   zero, blur and mean substrates, on attrib's synthetic ResNet-18 (10 classes,
@@ -114,6 +116,19 @@ def ssim(rng):
     return cases
 
 
+def hog(rng):
+    from skimage.feature import hog as sk_hog
+
+    cases = []
+    for cell, block, o in [(8, 3, 9), (4, 2, 9), (5, 2, 6), (7, 1, 8), (3, 3, 4)]:
+        for _ in range(3):
+            h, w = int(rng.integers(cell * block, cell * block + 12)), int(rng.integers(cell * block, cell * block + 12))
+            m = np.round(rng.random((h, w)), 3)
+            f = sk_hog(m, orientations=o, pixels_per_cell=(cell, cell), cells_per_block=(block, block), block_norm="L2-Hys")
+            cases.append({"map": m.tolist(), "cell": cell, "block": block, "orientations": o, "hog": f.tolist()})
+    return cases
+
+
 def gkern(klen, nsig):
     """RISE's blur kernel: SciPy's gaussian_filter of a unit impulse."""
     from scipy.ndimage import gaussian_filter
@@ -190,7 +205,7 @@ def main():
     sys.path.insert(0, a.torchray)
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(0)
-    for name, fn in [("pointing", pointing), ("spearman", spearman), ("segments", segments), ("causal", causal), ("ssim", ssim)]:
+    for name, fn in [("pointing", pointing), ("spearman", spearman), ("segments", segments), ("causal", causal), ("ssim", ssim), ("hog", hog)]:
         with open(os.path.join(OUT, name + ".json"), "w") as fh:
             json.dump(fn(rng), fh)
             fh.write("\n")

@@ -4,8 +4,9 @@
 //! (cascading: the top layer, then the top two, ...) or one at a time (independent).
 //! A method whose maps stay alike does not depend on what the model learned. Each
 //! step's similarity to the original map: Spearman's rank correlation of the values
-//! and of their absolute values, and SSIM of the maps each scaled to `[0, 1]` (the
-//! paper's figure; its HOG similarity is not computed here).
+//! and of their absolute values, and SSIM and HOG similarity (Pearson's correlation
+//! of the histograms of oriented gradients, scikit-image's defaults: 9 bins, 8-pixel
+//! cells, 3x3 blocks) of the maps each scaled to `[0, 1]`, as in the paper's figures.
 //!
 //! The check is independent of the backend: `build` returns the model with the named
 //! layers randomised (`attrib_dfdx::weights::randomised` re-draws a state dict's
@@ -14,8 +15,8 @@
 use attrib_core::{Error, Result};
 use ndarray::{Array2, ArrayView2};
 
-use crate::rank::spearman;
-use crate::similarity::ssim;
+use crate::rank::{pearson, spearman};
+use crate::similarity::{hog, ssim};
 
 /// Which layers each step randomises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct Step {
     /// SSIM of the maps, each scaled to `[0, 1]` (`None` for maps under 7x7, or a
     /// constant map, where it is undefined).
     pub ssim: Option<f64>,
+    /// Pearson's correlation of their HOG features (`None` for maps under 24x24, a
+    /// constant map, or constant features).
+    pub hog: Option<f64>,
 }
 
 /// `map` scaled to `[0, 1]` by its minimum and maximum; `None` when it is constant.
@@ -50,11 +54,12 @@ fn unit(map: ArrayView2<f64>) -> Option<Array2<f64>> {
     (hi > lo).then(|| map.mapv(|v| (v - lo) / (hi - lo)))
 }
 
-/// The similarities of `other` to `original`.
+/// The similarities of `other` to `original`: Spearman, Spearman of the absolute
+/// values, SSIM, HOG similarity.
 pub fn compare(
     original: ArrayView2<f64>,
     other: ArrayView2<f64>,
-) -> Result<(f64, f64, Option<f64>)> {
+) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
     if original.dim() != other.dim() {
         return Err(Error::shape(
             "maps compared",
@@ -68,11 +73,18 @@ pub fn compare(
     let rho = spearman(&a, &b)?;
     let rho_abs = spearman(&abs(&a), &abs(&b))?;
     let (h, w) = original.dim();
-    let s = match (unit(original), unit(other)) {
+    let (ux, uy) = (unit(original), unit(other));
+    let s = match (&ux, &uy) {
         (Some(x), Some(y)) if h >= 7 && w >= 7 => Some(ssim(x.view(), y.view(), 1.0)?),
         _ => None,
     };
-    Ok((rho, rho_abs, s))
+    let g = match (&ux, &uy) {
+        (Some(x), Some(y)) if h >= 24 && w >= 24 => {
+            pearson(&hog(x.view(), 9, 8, 3)?, &hog(y.view(), 9, 8, 3)?).ok()
+        }
+        _ => None,
+    };
+    Ok((rho, rho_abs, s, g))
 }
 
 /// Runs the check over `layers` (top down): `build(&[])` is the trained model,
@@ -98,12 +110,13 @@ where
             Randomisation::Independent => vec![layers[k].clone()],
         };
         let map = explain(&build(&randomised)?)?;
-        let (spearman, spearman_abs, ssim) = compare(original.view(), map.view())?;
+        let (spearman, spearman_abs, ssim, hog) = compare(original.view(), map.view())?;
         steps.push(Step {
             randomised,
             spearman,
             spearman_abs,
             ssim,
+            hog,
         });
     }
     Ok(steps)

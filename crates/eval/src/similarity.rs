@@ -93,3 +93,111 @@ fn uniform_filter(x: ArrayView2<f64>, size: usize) -> Array2<f64> {
     }
     out
 }
+
+/// Histograms of oriented gradients of a 2-D map, as scikit-image's
+/// `skimage.feature.hog(map, orientations, pixels_per_cell=(cell, cell),
+/// cells_per_block=(block, block), block_norm="L2-Hys")` computes them: central
+/// differences (zero on the border rows and columns), unsigned orientations in
+/// `orientations` bins over 180 degrees, each cell's magnitudes summed per bin (in
+/// single precision, as its Cython kernel does) and divided by the cell's pixels,
+/// blocks of `block x block` cells normalised (L2, clipped at 0.2, L2 again), all
+/// blocks' values in (block row, block column, cell row, cell column, bin) order.
+pub fn hog(
+    map: ArrayView2<f64>,
+    orientations: usize,
+    cell: usize,
+    block: usize,
+) -> Result<Vec<f64>> {
+    let (h, w) = map.dim();
+    if orientations == 0 || cell == 0 || block == 0 {
+        return Err(Error::param(
+            "hog",
+            "orientations, cell and block sizes must be positive",
+        ));
+    }
+    let (ncr, ncc) = (h / cell, w / cell);
+    if ncr < block || ncc < block {
+        return Err(Error::param(
+            "hog",
+            format!(
+                "a {h}x{w} map is smaller than one block of {block}x{block} cells of {cell} pixels"
+            ),
+        ));
+    }
+    if let Some(v) = map.iter().find(|v| !v.is_finite()) {
+        return Err(Error::param("hog", format!("value {v} is not finite")));
+    }
+    let mut mag = Array2::<f64>::zeros((h, w));
+    let mut ori = Array2::<f64>::zeros((h, w));
+    for y in 0..h {
+        for x in 0..w {
+            let gr = if y == 0 || y + 1 == h {
+                0.0
+            } else {
+                map[[y + 1, x]] - map[[y - 1, x]]
+            };
+            let gc = if x == 0 || x + 1 == w {
+                0.0
+            } else {
+                map[[y, x + 1]] - map[[y, x - 1]]
+            };
+            mag[[y, x]] = gc.hypot(gr);
+            ori[[y, x]] = gr.atan2(gc).to_degrees().rem_euclid(180.0);
+        }
+    }
+    // scikit-image's kernel: each cell centred at (r, c), rows r + [-(cell/2),
+    // (cell+1)/2), columns likewise; a bin takes the orientations in
+    // [180 i / n, 180 (i + 1) / n), thresholds in single precision.
+    let half = (cell / 2) as i64;
+    let stop = cell.div_ceil(2) as i64;
+    let per = 180.0f32 / orientations as f32;
+    let mut hist = vec![0.0f64; ncr * ncc * orientations];
+    for i in 0..orientations {
+        let (lo, hi) = ((per * i as f32) as f64, (per * (i + 1) as f32) as f64);
+        for ri in 0..ncr {
+            let r = (half as usize + ri * cell) as i64;
+            for ci in 0..ncc {
+                let c = (half as usize + ci * cell) as i64;
+                let mut total = 0.0f32;
+                for dr in -half..stop {
+                    let y = r + dr;
+                    if y < 0 || y >= h as i64 {
+                        continue;
+                    }
+                    for dc in -half..stop {
+                        let x = c + dc;
+                        if x < 0 || x >= w as i64 {
+                            continue;
+                        }
+                        let o = ori[[y as usize, x as usize]];
+                        if o >= hi || o < lo {
+                            continue;
+                        }
+                        total = (total as f64 + mag[[y as usize, x as usize]]) as f32;
+                    }
+                }
+                hist[(ri * ncc + ci) * orientations + i] = (total / (cell * cell) as f32) as f64;
+            }
+        }
+    }
+    let (nbr, nbc) = (ncr - block + 1, ncc - block + 1);
+    let eps = 1e-5f64;
+    let mut out = Vec::with_capacity(nbr * nbc * block * block * orientations);
+    for br in 0..nbr {
+        for bc in 0..nbc {
+            let mut v = Vec::with_capacity(block * block * orientations);
+            for r in br..br + block {
+                for c in bc..bc + block {
+                    v.extend_from_slice(
+                        &hist[(r * ncc + c) * orientations..(r * ncc + c + 1) * orientations],
+                    );
+                }
+            }
+            let n = (v.iter().map(|x| x * x).sum::<f64>() + eps * eps).sqrt();
+            v.iter_mut().for_each(|x| *x = (*x / n).min(0.2));
+            let n = (v.iter().map(|x| x * x).sum::<f64>() + eps * eps).sqrt();
+            out.extend(v.iter().map(|x| x / n));
+        }
+    }
+    Ok(out)
+}

@@ -414,7 +414,7 @@ fn sanity_checks_step_through_the_layers() {
         .collect();
     // A build that ignores the randomisation: every step is the original map.
     let asked = RefCell::new(Vec::new());
-    let same = Array2::from_shape_fn((8, 8), |(y, x)| ((y * 5 + x * 3) % 7) as f64);
+    let same = Array2::from_shape_fn((24, 24), |(y, x)| ((y * 5 + x * 3) % 7) as f64);
     for how in [Randomisation::Cascading, Randomisation::Independent] {
         asked.borrow_mut().clear();
         let steps = sanity_check(
@@ -430,6 +430,7 @@ fn sanity_checks_step_through_the_layers() {
         for s in &steps {
             assert!((s.spearman - 1.0).abs() < 1e-12 && (s.spearman_abs - 1.0).abs() < 1e-12);
             assert!((s.ssim.unwrap() - 1.0).abs() < 1e-12);
+            assert!((s.hog.unwrap() - 1.0).abs() < 1e-12);
         }
         let want: Vec<Vec<&str>> = match how {
             Randomisation::Cascading => vec![
@@ -480,4 +481,45 @@ fn sanity_checks_step_through_the_layers() {
     for s in &steps {
         assert!(s.spearman < 0.999, "{s:?}");
     }
+}
+
+#[test]
+fn hog_matches_scikit_image() {
+    use attrib_eval::similarity::hog;
+    for (i, c) in fixture("hog").as_array().unwrap().iter().enumerate() {
+        let r: Vec<Vec<f64>> = c["map"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        let m = Array2::from_shape_fn((r.len(), r[0].len()), |(y, x)| r[y][x]);
+        let n = |k: &str| c[k].as_u64().unwrap() as usize;
+        let got = hog(m.view(), n("orientations"), n("cell"), n("block")).unwrap();
+        let want: Vec<f64> = c["hog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "case {i}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst < 1e-6,
+            "case {i} ({} px cells, {} blocks): {worst:e}",
+            n("cell"),
+            n("block")
+        );
+    }
+    assert!(hog(Array2::<f64>::zeros((10, 10)).view(), 9, 8, 3).is_err());
+    assert!(hog(Array2::<f64>::zeros((10, 10)).view(), 0, 2, 1).is_err());
 }
