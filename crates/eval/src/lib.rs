@@ -16,6 +16,7 @@
 //! - [`similarity`]: SSIM as scikit-image computes it, for the sanity checks of
 //!   Adebayo et al.
 //! - [`sanity`]: those checks, cascading and independent randomisation of layers.
+//! - [`summary`]: means with 95% percentile-bootstrap intervals, for the table.
 //!
 //! Boxes are [`PixelBox`]es: inclusive pixel indices, as ILSVRC and Pascal VOC
 //! annotations mean them (VOC's 1-based corners minus one).
@@ -26,6 +27,7 @@ pub mod pointing;
 pub mod rank;
 pub mod sanity;
 pub mod similarity;
+pub mod summary;
 
 use attrib_core::{Error, Result};
 

@@ -523,3 +523,28 @@ fn hog_matches_scikit_image() {
     assert!(hog(Array2::<f64>::zeros((10, 10)).view(), 9, 8, 3).is_err());
     assert!(hog(Array2::<f64>::zeros((10, 10)).view(), 0, 2, 1).is_err());
 }
+
+#[test]
+fn bootstrap_intervals() {
+    use attrib_eval::summary::bootstrap;
+    // A constant: the interval is the point.
+    let c = bootstrap(&[0.7; 20], 500, 1).unwrap();
+    for v in [c.mean, c.low, c.high] {
+        assert!((v - 0.7).abs() < 1e-12);
+    }
+    assert_eq!(c.n, 20);
+    // Hits and misses: the interval holds the mean, is deterministic for a seed, and
+    // is close to the normal approximation's for a proportion (0.6 +- 1.96 sqrt(0.24 / 200)).
+    let v: Vec<f64> = (0..200)
+        .map(|i| if i % 5 < 3 { 1.0 } else { 0.0 })
+        .collect();
+    let a = bootstrap(&v, 2000, 7).unwrap();
+    assert!((a.mean - 0.6).abs() < 1e-12 && a.low < a.mean && a.mean < a.high);
+    let half = 1.96 * (0.24f64 / 200.0).sqrt();
+    assert!((a.high - a.low - 2.0 * half).abs() < 0.02, "{a:?}");
+    assert_eq!(bootstrap(&v, 2000, 7).unwrap(), a);
+    assert_ne!(bootstrap(&v, 2000, 8).unwrap(), a);
+    assert!(bootstrap(&[], 10, 0).is_err());
+    assert!(bootstrap(&[1.0], 0, 0).is_err());
+    assert!(bootstrap(&[f64::NAN], 10, 0).is_err());
+}
