@@ -169,11 +169,13 @@ fn small() -> (DenseCap<f64>, Array4<f64>) {
     (model, x)
 }
 
-fn check_central_differences(g: &[f64], n: usize, f: impl Fn(usize, f64) -> f64) {
+/// Central differences at every `stride`-th entry (a stride coprime with the
+/// tensors' sides visits every channel, row and column) against `g`.
+fn check_central_differences(g: &[f64], stride: usize, f: impl Fn(usize, f64) -> f64) {
     let h = 1e-6;
     let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let mut worst = 0.0f64;
-    for (i, gi) in g.iter().enumerate().take(n) {
+    for (i, gi) in g.iter().enumerate().step_by(stride) {
         worst = worst.max(((f(i, h) - f(i, -h)) / (2.0 * h) - gi).abs());
     }
     assert!(
@@ -197,7 +199,7 @@ fn region_gradients_match_finite_differences() {
     // The input gradient (gradient, saliency, guided backprop's base)...
     let g = Gradient.attribute(&m, xs.view(), &target).unwrap().values;
     let g = g.as_slice().unwrap().to_vec();
-    check_central_differences(&g, g.len(), |i, h| {
+    check_central_differences(&g, 7, |i, h| {
         let mut p = xs.clone();
         p.as_slice_mut().unwrap()[i] += h;
         objective(&m.forward(p.view()).unwrap())
@@ -211,7 +213,7 @@ fn region_gradients_match_finite_differences() {
     let tap = out.tap(&layer).unwrap();
     let act = tap.activation.clone();
     let g = tap.gradient.as_slice().unwrap().to_vec();
-    check_central_differences(&g, g.len(), |i, h| {
+    check_central_differences(&g, 7, |i, h| {
         let mut a = act.clone();
         a.as_slice_mut().unwrap()[i] += h;
         objective(
