@@ -79,16 +79,6 @@ struct Item {
     generated: bool,
 }
 
-fn check_arch(arch: &str, expected: &str) -> Result<()> {
-    if arch != expected {
-        return Err(Error::param(
-            "--arch",
-            format!("unknown `{arch}`; this command takes {expected}"),
-        ));
-    }
-    Ok(())
-}
-
 /// What to explain and how, beyond the model and the images.
 pub struct CaptionOptions {
     /// The caption for every image; `None`: the model's own.
@@ -112,7 +102,7 @@ pub struct CaptionOptions {
 }
 
 pub fn caption(args: CaptionArgs) -> Result<()> {
-    check_arch(&args.arch, "show-and-tell")?;
+    inputs::check_arch(&args.arch, "show-and-tell")?;
     let opts = CaptionOptions {
         caption: args.caption.clone(),
         beam: args.beam,

@@ -159,12 +159,7 @@ pub struct DenseCaptionOptions {
 }
 
 pub fn dense_caption(args: DenseCaptionArgs) -> Result<()> {
-    if args.arch != "densecap" {
-        return Err(Error::param(
-            "--arch",
-            format!("unknown `{}`; this command takes densecap", args.arch),
-        ));
-    }
+    inputs::check_arch(&args.arch, "densecap")?;
     let opts = DenseCaptionOptions {
         boxes: args.boxes.clone(),
         proposals: args.proposals.clone(),
@@ -222,16 +217,7 @@ pub fn run(
         return Err(Error::param("--beam", "must be positive"));
     }
     opts.settings.check(&opts.methods)?;
-    if vocab.len() != model.decoder.vocab_size() {
-        return Err(Error::shape(
-            "vocabulary",
-            format!(
-                "{} tokens (the model's `embed.weight` rows)",
-                model.decoder.vocab_size()
-            ),
-            format!("{} lines", vocab.len()),
-        ));
-    }
+    model.decoder.check_vocab(vocab)?;
     for l in &opts.settings.layers {
         attrib_core::LayerTap::check_layer(&model.trunk, l)?;
     }

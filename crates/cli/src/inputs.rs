@@ -47,6 +47,17 @@ fn stem(p: &Path) -> String {
         .map_or_else(|| "input".to_string(), |s| s.to_string_lossy().into_owned())
 }
 
+/// The `--arch` of a command that takes one architecture.
+pub fn check_arch(arch: &str, expected: &str) -> Result<()> {
+    if arch != expected {
+        return Err(Error::param(
+            "--arch",
+            format!("unknown `{arch}`; this command takes {expected}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn load_model(arch: &str, weights: &Path) -> Result<(Arch, Network<f32>)> {
     let arch: Arch = arch.parse()?;
     Ok((arch, arch.load::<f32>(weights)?))

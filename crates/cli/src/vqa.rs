@@ -102,12 +102,7 @@ pub struct VqaOptions {
 }
 
 pub fn vqa(args: VqaArgs) -> Result<()> {
-    if args.arch != "vqa" {
-        return Err(Error::param(
-            "--arch",
-            format!("unknown `{}`; this command takes vqa", args.arch),
-        ));
-    }
+    inputs::check_arch(&args.arch, "vqa")?;
     let opts = VqaOptions {
         question: args.question.clone(),
         answer: args.answer.clone(),

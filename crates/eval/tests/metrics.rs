@@ -25,7 +25,13 @@ fn bx(v: &Value) -> PixelBox {
 }
 
 fn map_of(v: &Value) -> Array2<f32> {
-    let rows: Vec<Vec<f32>> = v
+    map64(v).mapv(|x| x as f32)
+}
+
+/// A JSON matrix in f64 (the fixtures' three-decimal values are exact as read here,
+/// not in f32).
+fn map64(v: &Value) -> Array2<f64> {
+    let rows: Vec<Vec<f64>> = v
         .as_array()
         .unwrap()
         .iter()
@@ -33,7 +39,7 @@ fn map_of(v: &Value) -> Array2<f32> {
             r.as_array()
                 .unwrap()
                 .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
+                .map(|x| x.as_f64().unwrap())
                 .collect()
         })
         .collect();
@@ -362,22 +368,7 @@ fn curves_by_hand() {
 fn ssim_matches_scikit_image() {
     use attrib_eval::similarity::ssim;
     for (i, c) in fixture("ssim").as_array().unwrap().iter().enumerate() {
-        // The fixture's values have three decimals: exact in f64 as read, not in f32.
-        let rows = |k: &str| -> Array2<f64> {
-            let r: Vec<Vec<f64>> = c[k]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_f64().unwrap())
-                        .collect()
-                })
-                .collect();
-            Array2::from_shape_fn((r.len(), r[0].len()), |(y, x)| r[y][x])
-        };
+        let rows = |k: &str| map64(&c[k]);
         let got = ssim(
             rows("a").view(),
             rows("b").view(),
@@ -487,19 +478,7 @@ fn sanity_checks_step_through_the_layers() {
 fn hog_matches_scikit_image() {
     use attrib_eval::similarity::hog;
     for (i, c) in fixture("hog").as_array().unwrap().iter().enumerate() {
-        let r: Vec<Vec<f64>> = c["map"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
-            })
-            .collect();
-        let m = Array2::from_shape_fn((r.len(), r[0].len()), |(y, x)| r[y][x]);
+        let m = map64(&c["map"]);
         let n = |k: &str| c[k].as_u64().unwrap() as usize;
         let got = hog(m.view(), n("orientations"), n("cell"), n("block")).unwrap();
         let want: Vec<f64> = c["hog"]

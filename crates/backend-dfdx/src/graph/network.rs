@@ -631,20 +631,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
     /// The network's output as it is, `(N, C, H, W)`: for a network that ends in a
     /// feature map (a detector's trunk) rather than scores.
     pub fn output_map(&self, input: ArrayView4<E>) -> Result<Array4<E>> {
-        D::run_pass(self, |net| {
-            let x = net.input_tensor(&input)?;
-            let mut tape = OwnedTape::default();
-            let values = net.run(
-                x,
-                Rectifier::Gradient,
-                usize::MAX,
-                &mut tape,
-                &HashSet::new(),
-                &[],
-            )?;
-            let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
-            Ok(net.to_array4(out))
-        })
+        D::run_pass(self, |net| Ok(net.to_array4(&net.forward_output(input)?)))
     }
 
     /// The head's scores and the activations of `layers`, from one forward pass.
@@ -676,10 +663,11 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         Ok(s)
     }
 
-    fn forward_pass<H: Head<E, D>>(&self, input: ArrayView4<E>, head: &H) -> Result<Array2<E>> {
+    /// The network's output of a forward pass, nothing recorded.
+    fn forward_output(&self, input: ArrayView4<E>) -> Result<Tensor4<E, D>> {
         let x = self.input_tensor(&input)?;
         let mut tape = OwnedTape::default();
-        let values = self.run(
+        let mut values = self.run(
             x,
             Rectifier::Gradient,
             usize::MAX,
@@ -687,8 +675,12 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             &HashSet::new(),
             &[],
         )?;
-        let out = values.last().and_then(|v| v.as_ref()).expect("output kept");
-        Ok(self.scores_of(&self.head_scores(head, out, Rectifier::Gradient, &mut NoneTape)?))
+        Ok(values.pop().flatten().expect("output kept"))
+    }
+
+    fn forward_pass<H: Head<E, D>>(&self, input: ArrayView4<E>, head: &H) -> Result<Array2<E>> {
+        let out = self.forward_output(input)?;
+        Ok(self.scores_of(&self.head_scores(head, &out, Rectifier::Gradient, &mut NoneTape)?))
     }
 
     fn backward_pass<H: Head<E, D>>(

@@ -351,10 +351,18 @@ impl<E: Elem> DenseCap<E> {
                 format!("image {item} is not in a batch of {n}"),
             ));
         }
-        let host: Vec<E> = features.iter().copied().collect();
+        // Called once per region: copy the map only when it is not contiguous.
+        let owned: Vec<E>;
+        let host = match features.as_slice() {
+            Some(s) => s,
+            None => {
+                owned = features.iter().copied().collect();
+                &owned
+            }
+        };
         let mut pooled = vec![E::zero(); c * self.roi.bins()];
         let roi: Roi = [item as f64, bbox[0], bbox[1], bbox[2], bbox[3]];
-        self.roi.forward([n, c, h, w], &host, &[roi], &mut pooled)?;
+        self.roi.forward([n, c, h, w], host, &[roi], &mut pooled)?;
         let relu = |v: Vec<E>| -> Vec<E> { v.into_iter().map(|x| x.max(E::zero())).collect() };
         let code = relu(self.recog[1].host(1, &relu(self.recog[0].host(1, &pooled))));
         let projected = self.project.host(1, &code);

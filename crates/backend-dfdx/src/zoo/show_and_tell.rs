@@ -166,6 +166,18 @@ impl<E: Elem> Decoder<E> {
         self.embed_dim
     }
 
+    /// Checks that `vocab` has one token per row of the word embeddings.
+    pub fn check_vocab(&self, vocab: &Vocab) -> Result<()> {
+        if vocab.len() != self.vocab {
+            return Err(Error::shape(
+                "vocabulary",
+                format!("{} tokens (the decoder's `embed.weight` rows)", self.vocab),
+                format!("{} lines", vocab.len()),
+            ));
+        }
+        Ok(())
+    }
+
     /// The log-probabilities of the next token after feeding `feature` then the
     /// embeddings of `prefix` (host computation, no tape): what decoding needs.
     pub fn next_log_probs(&self, feature: &[E], prefix: &[usize]) -> Result<Vec<E>> {
@@ -384,16 +396,7 @@ impl<E: Elem> ShowAndTell<E> {
 
     /// Checks that `vocab` fits the decoder.
     pub fn check_vocab(&self, vocab: &Vocab) -> Result<()> {
-        if vocab.len() != self.decoder.vocab {
-            return Err(Error::shape(
-                "vocabulary",
-                format!(
-                    "{} tokens (the decoder's `embed.weight` rows)",
-                    self.decoder.vocab
-                ),
-                format!("{} lines", vocab.len()),
-            ));
-        }
+        self.decoder.check_vocab(vocab)?;
         for t in ["<start>", "<end>", "<unk>"] {
             vocab.special(t)?;
         }
