@@ -12,6 +12,7 @@ mod bench;
 mod caption;
 mod demo;
 mod dense_caption;
+mod eval;
 mod explain;
 mod fetch;
 mod inputs;
@@ -79,6 +80,12 @@ enum Command {
     /// regions captioned, a panel per region, PNGs and raw maps per region and method,
     /// and a JSON summary (boxes, scores, captions, token log-probabilities).
     DenseCaption(dense_caption::DenseCaptionArgs),
+    /// Evaluates methods on an annotated image set as the papers do: weakly-supervised
+    /// localisation, the pointing game, deletion and insertion, faithfulness to
+    /// occlusion, sanity checks. One JSON line per image and method, a summary table
+    /// (markdown and CSV, bootstrap intervals), plots; resumable, shardable
+    /// (`--shard K/N`, then `attrib eval merge`).
+    Eval(eval::EvalCommand),
     /// Times a method on a random-weight network, one JSON line.
     Bench(bench::BenchArgs),
 }
@@ -95,16 +102,29 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let default = net.default_layer();
             let [c, h, w] = net.input_shape();
-            println!(
-                "# {arch}: input {c}x{h}x{w}, {} outputs; `*` marks the default Grad-CAM layer",
-                net.num_outputs()
-            );
-            for l in net.layers() {
-                let [c, h, w] = l.shape;
-                let mark = if l.name == default { "*" } else { " " };
-                println!("{mark} {:<32} {:<16} {c}x{h}x{w}", l.name, l.kind);
+            // `attrib layers | head` closes the pipe early: that is not an error.
+            let print = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "# {arch}: input {c}x{h}x{w}, {} outputs; `*` marks the default Grad-CAM layer",
+                    net.num_outputs()
+                )?;
+                for l in net.layers() {
+                    let [c, h, w] = l.shape;
+                    let mark = if l.name == default { "*" } else { " " };
+                    writeln!(out, "{mark} {:<32} {:<16} {c}x{h}x{w}", l.name, l.kind)?;
+                }
+                out.flush()
+            };
+            match print() {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+                    path: "stdout".into(),
+                    reason: e.to_string(),
+                }),
+                _ => Ok(()),
             }
-            Ok(())
         }
         Command::Methods => {
             print!("{}", methods::listing());
@@ -128,6 +148,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Eval(cmd) => eval::eval(cmd),
         Command::Caption(args) => caption::caption(args),
         Command::Vqa(args) => vqa::vqa(args),
         Command::DenseCaption(args) => dense_caption::dense_caption(args),

@@ -4,6 +4,8 @@
 //! exists. The `attrib eval` command runs them over datasets; a researcher can call
 //! them on their own maps.
 //!
+//! - [`annotations`]: ground-truth boxes from Pascal VOC, ILSVRC and COCO files, and
+//!   the map from their labels to a model's classes.
 //! - [`localisation`]: the Grad-CAM paper's weakly-supervised localisation (the map
 //!   thresholded at a fraction of its maximum, the box of its largest connected
 //!   segment, ILSVRC's top-1 / top-5 localisation error).
@@ -21,6 +23,7 @@
 //! Boxes are [`PixelBox`]es: inclusive pixel indices, as ILSVRC and Pascal VOC
 //! annotations mean them (VOC's 1-based corners minus one).
 
+pub mod annotations;
 pub mod curves;
 pub mod localisation;
 pub mod pointing;

@@ -527,3 +527,29 @@ fn bootstrap_intervals() {
     assert!(bootstrap(&[1.0], 0, 0).is_err());
     assert!(bootstrap(&[f64::NAN], 10, 0).is_err());
 }
+
+#[test]
+fn bootstrap_of_a_statistic_draws_as_the_mean_does() {
+    use attrib_eval::summary::{bootstrap, bootstrap_statistic};
+    let v = [0.1, 0.5, 0.9, 0.3, 0.25];
+    let mean = |s: &[&f64]| s.iter().map(|&&x| x).sum::<f64>() / s.len() as f64;
+    assert_eq!(
+        bootstrap(&v, 500, 3).unwrap(),
+        bootstrap_statistic(&v, 500, 3, mean).unwrap()
+    );
+    // TorchRay's class-averaged accuracy: (1/2 + 1/1) / 2.
+    let plays = [("a", true), ("a", false), ("b", true)];
+    let avg = |s: &[&(&str, bool)]| {
+        let mut per = std::collections::BTreeMap::new();
+        for (l, h) in s {
+            let e: &mut (u32, u32) = per.entry(*l).or_default();
+            e.0 += *h as u32;
+            e.1 += 1;
+        }
+        per.values().map(|&(h, n)| h as f64 / n as f64).sum::<f64>() / per.len() as f64
+    };
+    let i = bootstrap_statistic(&plays, 200, 1, avg).unwrap();
+    assert_eq!((i.mean, i.n), (0.75, 3));
+    assert!(i.low <= i.mean && i.mean <= i.high && i.low >= 0.0 && i.high <= 1.0);
+    assert!(bootstrap_statistic(&plays, 10, 1, |_| f64::NAN).is_err());
+}
