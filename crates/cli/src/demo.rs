@@ -41,9 +41,25 @@ pub struct DemoArgs {
     pub quiet: bool,
 }
 
-const PHOTOS: [(&str, &[u8]); 2] = [
-    ("chelsea", include_bytes!("../../../assets/chelsea.png")),
-    ("coffee", include_bytes!("../../../assets/coffee.png")),
+/// The gallery's photos and the classes each is explained for: groups of ImageNet
+/// classes, each explained for its most probable member; none: the top-2 classes.
+/// The gallery opens with two objects of different classes in one image, each
+/// explained (the paper's Figure 1: the maps are class-discriminative).
+type Photo = (&'static str, &'static [u8], &'static [&'static [usize]]);
+
+const PHOTOS: [Photo; 3] = [
+    (
+        "cat-and-coffee",
+        include_bytes!("../../../assets/eval/cat-and-coffee.jpg"),
+        // ImageNet's domestic cats; espresso and cup.
+        &[&[281, 282, 283, 284, 285], &[967, 968]],
+    ),
+    (
+        "chelsea",
+        include_bytes!("../../../assets/chelsea.png"),
+        &[],
+    ),
+    ("coffee", include_bytes!("../../../assets/coffee.png"), &[]),
 ];
 
 pub fn demo(args: DemoArgs) -> Result<()> {
@@ -81,13 +97,23 @@ fn lite0_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<
     let mut html =
         page_head("attrib demo: EfficientNet-Lite0 (ImageNet), every method, top-2 classes");
     let mut summary = Vec::new();
-    for (stem, bytes) in PHOTOS {
+    for (stem, bytes, groups) in PHOTOS {
         let img = attrib_io::image::decode_rgb8(bytes, stem, &attrib_io::Limits::default())?;
         let photo = imagenet::resize_rgb(&img, 224);
         let x1 = imagenet::normalize(&photo);
         let probs = inputs::softmax(&net.forward(x1.view())?);
         let top = inputs::top_k(&probs, 5).remove(0);
-        let classes = [top[0].0, top[1].0];
+        let classes: [usize; 2] = match groups {
+            [a, b] => {
+                let best = |g: &[usize]| {
+                    *g.iter()
+                        .max_by(|&&x, &&y| probs[[0, x]].total_cmp(&probs[[0, y]]))
+                        .expect("a non-empty group")
+                };
+                [best(a), best(b)]
+            }
+            _ => [top[0].0, top[1].0],
+        };
         // One batch of the photo twice, one class per item: every method explains
         // both classes in one pass.
         let x = ndarray::concatenate(Axis(0), &[x1.view(), x1.view()])
@@ -103,10 +129,13 @@ fn lite0_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<
             let map = attribute(&net, m, &x, &target, &settings, args.quiet)?;
             for (k, row) in rows.iter_mut().enumerate() {
                 let tile = render_map(m, &map, k, &photo, colormap)?;
-                out.png(
-                    format!("{stem}.top{}.{}.png", k + 1, m.name()),
-                    tile.clone(),
-                );
+                // Top-k rows by rank, chosen classes by class index.
+                let tag = if groups.is_empty() {
+                    format!("top{}", k + 1)
+                } else {
+                    classes[k].to_string()
+                };
+                out.png(format!("{stem}.{tag}.{}.png", m.name()), tile.clone());
                 row.push(tile);
             }
             pb.inc(1);
@@ -139,12 +168,17 @@ fn lite0_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<
         out.png(format!("{stem}.figure1.png"), fig.render());
         out.png(format!("{stem}.panel.png"), panel.render());
         html.push_str(&format!(
-            "<h2>{stem}.png</h2>\n<p>top-5: {}</p>\n<img src=\"{stem}.figure1.png\"><br>\n<img src=\"{stem}.panel.png\">\n",
+            "<h2>{stem}</h2>\n<p>{}top-5: {}</p>\n<img src=\"{stem}.figure1.png\"><br>\n<img src=\"{stem}.panel.png\">\n",
+            if groups.is_empty() {
+                String::new()
+            } else {
+                "Two objects of different classes, each row explaining one of them. ".to_string()
+            },
             top_text(&top)
         ));
-        summary.push(json!({"photo": stem, "top5": inputs::top_json(&top), "panel": args.out.join(format!("{stem}.panel.png")).display().to_string()}));
+        summary.push(json!({"photo": stem, "top5": inputs::top_json(&top), "explained": classes, "panel": args.out.join(format!("{stem}.panel.png")).display().to_string()}));
     }
-    html.push_str("<p>First the paper's Figure 1 layout, then every method. Rows are the top-2 classes. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n<p>Also: <a href=\"caption.html\">captioning</a> (a CNN+LSTM captioner, word by word), <a href=\"vqa.html\">visual question answering</a> and <a href=\"densecap.html\">dense captioning</a> (region by region).</p>\n</body></html>\n");
+    html.push_str("<p>First the paper's Figure 1 layout, then every method. Rows are the classes explained: the cat and the cup in the composite of the two photos (assets/eval), the top-2 classes in the others. Grad-CAM, CAM and occlusion are overlaid on the photo (jet: red is high); gradient, deconvnet, guided backprop and Guided Grad-CAM use the paper's image normalisation.</p>\n<p>Also: <a href=\"caption.html\">captioning</a> (a CNN+LSTM captioner, word by word), <a href=\"vqa.html\">visual question answering</a> and <a href=\"densecap.html\">dense captioning</a> (region by region).</p>\n</body></html>\n");
     out.text("index.html".into(), html);
     Ok(Value::Array(summary))
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 /// Where the model and the inputs come from.
 #[derive(Debug, Args, Clone)]
 pub struct Source {
-    /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0).
+    /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0, mobilenet_v2).
     #[arg(long)]
     pub arch: String,
     /// Weights: safetensors, or a PyTorch .pth (zip or legacy format).

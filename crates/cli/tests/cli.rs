@@ -421,10 +421,18 @@ fn demo_and_grad_cam_on_the_cat() {
         cache.to_str().unwrap(),
         "--quiet",
     ]));
-    assert_eq!(j["photos"][0]["top5"][0]["class"], 285);
-    assert_eq!(j["photos"][1]["top5"][0]["class"], 967);
+    // The gallery opens with the cat beside the cup, explained for each.
+    assert_eq!(j["photos"][0]["photo"], "cat-and-coffee");
+    assert_eq!(j["photos"][0]["explained"][0], 285);
+    assert!([967, 968].contains(&j["photos"][0]["explained"][1].as_u64().unwrap()));
+    assert_eq!(j["photos"][1]["top5"][0]["class"], 285);
+    assert_eq!(j["photos"][2]["top5"][0]["class"], 967);
+    let cup = j["photos"][0]["explained"][1].as_u64().unwrap();
     for f in [
         "index.html",
+        "cat-and-coffee.panel.png",
+        "cat-and-coffee.285.grad-cam.png",
+        &format!("cat-and-coffee.{cup}.grad-cam.png"),
         "chelsea.panel.png",
         "coffee.panel.png",
         "chelsea.top1.grad-cam.png",
@@ -485,6 +493,52 @@ fn demo_and_grad_cam_on_the_cat() {
         right_edge < mean,
         "background column {right_edge} vs mean {mean}"
     );
+    // `attrib eval` with the pretrained network on the bundled set: Grad-CAM finds the
+    // cat, and points at both objects of the composite, each for its own class.
+    let ev = dir.join("eval");
+    let assets = root().join("assets");
+    let out = attrib(&[
+        "eval",
+        "--arch",
+        "efficientnet-lite0",
+        "--weights",
+        w.to_str().unwrap(),
+        "--data",
+        assets.to_str().unwrap(),
+        "--annotations",
+        assets.join("eval/annotations").to_str().unwrap(),
+        "--classes",
+        assets.join("eval/classes.json").to_str().unwrap(),
+        "--method",
+        "grad-cam",
+        "--metric",
+        "localisation,pointing",
+        "--examples",
+        "0",
+        "--quiet",
+        "--out",
+        ev.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Value> = std::fs::read_to_string(ev.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rec = |image: &str| records.iter().find(|r| r["image"] == image).unwrap();
+    let chelsea = &rec("chelsea.png")["labels"][0];
+    assert_eq!(chelsea["top1_error"], false, "{chelsea}");
+    let composite = rec("eval/cat-and-coffee.jpg")["labels"].as_array().unwrap();
+    for l in composite {
+        assert_eq!(l["hit"], true, "{l}");
+    }
+    // The cat's point in the left half, the cup's in the right.
+    assert!(composite[0]["point"][0].as_u64().unwrap() < 300);
+    assert!(composite[1]["point"][0].as_u64().unwrap() >= 300);
 }
 
 #[test]

@@ -74,3 +74,20 @@ pub fn spearman(a: &[f64], b: &[f64]) -> Result<f64> {
     }
     pearson(&ranks(a), &ranks(b))
 }
+
+/// [`spearman`], with `None` where it is undefined because `a` or `b` is constant (a
+/// map with nothing in it, such as Grad-CAM's all-zero map of a randomised model):
+/// a result to record, where a length mismatch or a non-finite value stays an error.
+pub fn spearman_defined(a: &[f64], b: &[f64]) -> Result<Option<f64>> {
+    let constant = |v: &[f64]| v.iter().all(|&x| x == v[0]);
+    if a.len() == b.len() && a.len() >= 2 && (constant(a) || constant(b)) {
+        if let Some(v) = a.iter().chain(b).find(|v| !v.is_finite()) {
+            return Err(Error::param(
+                "correlation",
+                format!("value {v} is not finite"),
+            ));
+        }
+        return Ok(None);
+    }
+    spearman(a, b).map(Some)
+}

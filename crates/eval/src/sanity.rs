@@ -15,7 +15,7 @@
 use attrib_core::{Error, Result};
 use ndarray::{Array2, ArrayView2};
 
-use crate::rank::{pearson, spearman};
+use crate::rank::{pearson, spearman_defined};
 use crate::similarity::{hog, ssim};
 
 /// Which layers each step randomises.
@@ -32,10 +32,11 @@ pub enum Randomisation {
 pub struct Step {
     /// The layers randomised at this step.
     pub randomised: Vec<String>,
-    /// Spearman's rank correlation of the maps.
-    pub spearman: f64,
+    /// Spearman's rank correlation of the maps (`None` where a map is constant and
+    /// it is undefined).
+    pub spearman: Option<f64>,
     /// Spearman's rank correlation of their absolute values.
-    pub spearman_abs: f64,
+    pub spearman_abs: Option<f64>,
     /// SSIM of the maps, each scaled to `[0, 1]` (`None` for maps under 7x7, or a
     /// constant map, where it is undefined).
     pub ssim: Option<f64>,
@@ -54,12 +55,22 @@ fn unit(map: ArrayView2<f64>) -> Option<Array2<f64>> {
     (hi > lo).then(|| map.mapv(|v| (v - lo) / (hi - lo)))
 }
 
+/// How alike two maps are; each `None` where it is undefined (see [`Step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Similarity {
+    /// Spearman's rank correlation.
+    pub spearman: Option<f64>,
+    /// Spearman's rank correlation of the absolute values.
+    pub spearman_abs: Option<f64>,
+    /// SSIM of the maps scaled to `[0, 1]`.
+    pub ssim: Option<f64>,
+    /// Pearson's correlation of their HOG features.
+    pub hog: Option<f64>,
+}
+
 /// The similarities of `other` to `original`: Spearman, Spearman of the absolute
 /// values, SSIM, HOG similarity.
-pub fn compare(
-    original: ArrayView2<f64>,
-    other: ArrayView2<f64>,
-) -> Result<(f64, f64, Option<f64>, Option<f64>)> {
+pub fn compare(original: ArrayView2<f64>, other: ArrayView2<f64>) -> Result<Similarity> {
     if original.dim() != other.dim() {
         return Err(Error::shape(
             "maps compared",
@@ -70,8 +81,8 @@ pub fn compare(
     let a: Vec<f64> = original.iter().copied().collect();
     let b: Vec<f64> = other.iter().copied().collect();
     let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let rho = spearman(&a, &b)?;
-    let rho_abs = spearman(&abs(&a), &abs(&b))?;
+    let rho = spearman_defined(&a, &b)?;
+    let rho_abs = spearman_defined(&abs(&a), &abs(&b))?;
     let (h, w) = original.dim();
     let (ux, uy) = (unit(original), unit(other));
     let s = match (&ux, &uy) {
@@ -84,7 +95,12 @@ pub fn compare(
         }
         _ => None,
     };
-    Ok((rho, rho_abs, s, g))
+    Ok(Similarity {
+        spearman: rho,
+        spearman_abs: rho_abs,
+        ssim: s,
+        hog: g,
+    })
 }
 
 /// Runs the check over `layers` (top down): `build(&[])` is the trained model,
@@ -110,7 +126,12 @@ where
             Randomisation::Independent => vec![layers[k].clone()],
         };
         let map = explain(&build(&randomised)?)?;
-        let (spearman, spearman_abs, ssim, hog) = compare(original.view(), map.view())?;
+        let Similarity {
+            spearman,
+            spearman_abs,
+            ssim,
+            hog,
+        } = compare(original.view(), map.view())?;
         steps.push(Step {
             randomised,
             spearman,

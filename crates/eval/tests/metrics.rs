@@ -243,6 +243,21 @@ fn spearman_by_hand_and_against_scipy() {
     assert!(pearson(&a, &b).unwrap() < 0.9);
     // Undefined cases are errors, not numbers.
     assert!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).is_err());
+    use attrib_eval::rank::spearman_defined;
+    assert_eq!(
+        spearman_defined(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).unwrap(),
+        None
+    );
+    assert!(
+        (spearman_defined(&[1.0, 2.0, 5.0], &[2.0, 4.0, 9.0])
+            .unwrap()
+            .unwrap()
+            - 1.0)
+            .abs()
+            < 1e-12
+    );
+    assert!(spearman_defined(&[1.0, 1.0], &[f64::NAN, 1.0]).is_err());
+    assert!(spearman_defined(&[1.0, 1.0], &[1.0]).is_err());
     assert!(spearman(&[1.0], &[1.0]).is_err());
     assert!(spearman(&[1.0, 2.0], &[1.0]).is_err());
     assert!(spearman(&[1.0, f64::NAN], &[1.0, 2.0]).is_err());
@@ -419,7 +434,8 @@ fn sanity_checks_step_through_the_layers() {
         )
         .unwrap();
         for s in &steps {
-            assert!((s.spearman - 1.0).abs() < 1e-12 && (s.spearman_abs - 1.0).abs() < 1e-12);
+            assert!((s.spearman.unwrap() - 1.0).abs() < 1e-12);
+            assert!((s.spearman_abs.unwrap() - 1.0).abs() < 1e-12);
             assert!((s.ssim.unwrap() - 1.0).abs() < 1e-12);
             assert!((s.hog.unwrap() - 1.0).abs() < 1e-12);
         }
@@ -470,7 +486,7 @@ fn sanity_checks_step_through_the_layers() {
     .unwrap();
     assert_eq!(steps.len(), 3);
     for s in &steps {
-        assert!(s.spearman < 0.999, "{s:?}");
+        assert!(s.spearman.unwrap() < 0.999, "{s:?}");
     }
 }
 

@@ -222,13 +222,14 @@ fn edge_cases_match_captum() {
     assert!(e <= 1e-4, "grad-cam at avgpool: relative error {e:e}");
 }
 
-/// The pretrained EfficientNet-Lite0 fetched by `scripts/fetch-weights`. CI sets
-/// `ATTRIB_REQUIRE_WEIGHTS=1`, so there a missing file fails instead of skipping.
-fn lite0() -> Option<Network<f32>> {
+/// A pretrained network `scripts/fetch-weights` caches (`file` under the cache's
+/// `weights/`). CI sets `ATTRIB_REQUIRE_WEIGHTS=1`, so there a missing file fails
+/// instead of skipping.
+fn pretrained(arch: Arch, file: &str) -> Option<Network<f32>> {
     let cache = std::env::var_os("ATTRIB_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".cache"));
-    let path = cache.join("weights/efficientnet-lite0.safetensors");
+    let path = cache.join("weights").join(file);
     if !path.exists() {
         assert!(
             std::env::var_os("ATTRIB_REQUIRE_WEIGHTS").is_none(),
@@ -241,22 +242,30 @@ fn lite0() -> Option<Network<f32>> {
         );
         return None;
     }
-    Some(Arch::EfficientnetLite0.load(&path).unwrap())
+    Some(arch.load(&path).unwrap())
 }
 
-#[test]
-fn efficientnet_lite0_classifies_the_photos_like_pytorch() {
-    let Some(net) = lite0() else { return };
+fn lite0() -> Option<Network<f32>> {
+    pretrained(Arch::EfficientnetLite0, "efficientnet-lite0.safetensors")
+}
+
+fn mobilenet_v2() -> Option<Network<f32>> {
+    pretrained(Arch::MobilenetV2, "mobilenet_v2.safetensors")
+}
+
+/// The photos' logits at 224 match PyTorch's (`<prefix>.<photo>.logits224`) and
+/// the top classes are the expected ones.
+fn classifies_like_pytorch(net: &Network<f32>, prefix: &str) {
     for (photo, class) in [("chelsea", 285), ("coffee", 967)] {
         let x =
             imagenet::load_image(&root().join("assets").join(format!("{photo}.png")), 224).unwrap();
         let logits = net.forward(x.view()).unwrap();
         let e = rel_err(
             &logits.clone().into_dyn(),
-            &fixture(&format!("lite0.{photo}.logits224")),
+            &fixture(&format!("{prefix}.{photo}.logits224")),
         );
-        eprintln!("lite0 {photo}: logits relative error {e:.1e}");
-        assert!(e <= 1e-4, "{photo}: logits relative error {e:e}");
+        eprintln!("{prefix} {photo}: logits relative error {e:.1e}");
+        assert!(e <= 1e-4, "{prefix} {photo}: logits relative error {e:e}");
         let top = Target::<f32>::TopPredicted
             .resolve(logits.view())
             .unwrap()
@@ -271,12 +280,39 @@ fn efficientnet_lite0_classifies_the_photos_like_pytorch() {
 }
 
 #[test]
+fn efficientnet_lite0_classifies_the_photos_like_pytorch() {
+    let Some(net) = lite0() else { return };
+    classifies_like_pytorch(&net, "lite0");
+}
+
+#[test]
 fn efficientnet_lite0_methods_match_the_references() {
     let Some(net) = lite0() else { return };
     assert_eq!(net.default_layer(), "_swish1");
     let x = input("lite0.input");
     check_all(
         "lite0",
+        &net,
+        x.view(),
+        &Target::Class(285),
+        Occlusion::new(16, 8),
+    );
+}
+
+#[test]
+fn mobilenet_v2_classifies_the_photos_like_torchvision() {
+    let Some(net) = mobilenet_v2() else { return };
+    classifies_like_pytorch(&net, "mobilenet_v2");
+}
+
+#[test]
+fn mobilenet_v2_methods_match_the_references() {
+    let Some(net) = mobilenet_v2() else { return };
+    // pytorch-grad-cam's layer for MobileNetV2: model.features[-1].
+    assert_eq!(net.default_layer(), "features.18");
+    let x = input("mobilenet_v2.input");
+    check_all(
+        "mobilenet_v2",
         &net,
         x.view(),
         &Target::Class(285),

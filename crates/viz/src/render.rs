@@ -187,38 +187,39 @@ impl Panel {
         self
     }
 
-    /// Renders the panel on white.
+    /// Renders the panel on white. Every label is in one type size: a header too long
+    /// for its tile wraps onto more lines (after a `-` or a space where it can) rather
+    /// than shrinking or being cut.
     pub fn render(&self) -> RgbImage {
         let cols = self
             .headers
             .len()
             .max(self.rows.iter().map(|r| r.1.len()).max().unwrap_or(0)) as u32;
-        let line = 8 * TEXT + PAD;
+        let glyph = 8 * TEXT;
+        let line = glyph + PAD;
         let (tw, th) = self.tile;
+        let per_line = (tw / glyph).max(1) as usize;
+        let headers: Vec<Vec<String>> = self.headers.iter().map(|h| wrap(h, per_line)).collect();
+        let header_lines = headers.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
+        let head = header_lines * (glyph + 2) + PAD;
         let width = PAD + cols * (tw + PAD);
-        let height = line + self.rows.len() as u32 * (line + th + PAD) + PAD;
+        let height = head + self.rows.len() as u32 * (line + th + PAD) + PAD;
         let mut img = RgbImage::from_pixel(width.max(1), height.max(1), Rgb([255, 255, 255]));
-        let fit =
-            |s: &str, px: u32| -> String { s.chars().take((px / (8 * TEXT)) as usize).collect() };
-        for (i, h) in self.headers.iter().enumerate() {
-            // Long headers drop to the small font before being cut.
-            let (scale, y) = if h.len() as u32 * 8 * TEXT <= tw {
-                (TEXT, PAD / 2)
-            } else {
-                (1, PAD / 2 + 4)
-            };
-            let text: String = h.chars().take((tw / (8 * scale)) as usize).collect();
-            draw_text(
-                &mut img,
-                &text,
-                PAD + i as u32 * (tw + PAD),
-                y,
-                scale,
-                [0, 0, 0],
-            );
+        let fit = |s: &str, px: u32| -> String { s.chars().take((px / glyph) as usize).collect() };
+        for (i, lines) in headers.iter().enumerate() {
+            for (k, text) in lines.iter().enumerate() {
+                draw_text(
+                    &mut img,
+                    text,
+                    PAD + i as u32 * (tw + PAD),
+                    PAD / 2 + k as u32 * (glyph + 2),
+                    TEXT,
+                    [0, 0, 0],
+                );
+            }
         }
         for (r, (title, tiles)) in self.rows.iter().enumerate() {
-            let top = line + r as u32 * (line + th + PAD);
+            let top = head + r as u32 * (line + th + PAD);
             draw_text(
                 &mut img,
                 &fit(title, width - PAD),
@@ -245,10 +246,85 @@ impl Panel {
     }
 }
 
+/// `text` in lines of at most `width` characters, broken after a `-` or at a space
+/// where possible, mid-word where a word is longer than a line.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars() {
+        if ch == ' ' {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        cur.push(ch);
+        if ch == '-' {
+            words.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for w in words {
+        let sep = if line.is_empty() || line.ends_with('-') {
+            ""
+        } else {
+            " "
+        };
+        if line.chars().count() + sep.len() + w.chars().count() <= width {
+            line.push_str(sep);
+            line.push_str(&w);
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        let chars: Vec<char> = w.chars().collect();
+        let mut chunks = chars.chunks(width).peekable();
+        while let Some(c) = chunks.next() {
+            let s: String = c.iter().collect();
+            if chunks.peek().is_some() {
+                lines.push(s);
+            } else {
+                line = s;
+            }
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::{array, Array3};
+
+    #[test]
+    fn long_headers_wrap_in_the_one_type_size() {
+        assert_eq!(wrap("grad-cam", 14), ["grad-cam"]);
+        assert_eq!(wrap("guided-grad-cam", 14), ["guided-grad-", "cam"]);
+        assert_eq!(wrap("guided-backprop", 10), ["guided-", "backprop"]);
+        assert_eq!(
+            wrap("counterfactual-grad-cam", 10),
+            ["counterfac", "tual-grad-", "cam"]
+        );
+        assert_eq!(wrap("top 2 class", 5), ["top 2", "class"]);
+        assert_eq!(wrap("", 5), [""]);
+        // Every line of every header is drawn at the panel's one scale: a two-line
+        // header makes the header strip two lines tall.
+        let tile = RgbImage::from_pixel(160, 160, Rgb([0, 0, 0]));
+        let mut one = Panel::new((160, 160), vec!["grad-cam".into()]);
+        one.row("a", vec![tile.clone()]);
+        let mut two = Panel::new((160, 160), vec!["guided-grad-cam".into()]);
+        two.row("a", vec![tile]);
+        let (a, b) = (one.render(), two.render());
+        assert_eq!(b.height() - a.height(), 8 * TEXT + 2);
+    }
 
     #[test]
     fn overlay_blends() {
@@ -282,7 +358,8 @@ mod tests {
         let mut p = Panel::new((10, 10), vec!["a".into(), "b".into()]);
         p.row("cat", vec![RgbImage::new(10, 10), RgbImage::new(20, 20)]);
         let img = p.render();
-        assert_eq!(img.dimensions(), (6 + 2 * 16, 22 + 22 + 10 + 6 + 6));
+        // Header strip: one 16-pixel line of text, 2 of leading, 6 of padding.
+        assert_eq!(img.dimensions(), (6 + 2 * 16, 24 + 22 + 10 + 6 + 6));
         // Some header text pixels are black.
         assert!(img.pixels().any(|p| p.0 == [0, 0, 0]));
     }

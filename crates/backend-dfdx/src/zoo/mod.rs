@@ -20,6 +20,7 @@ mod alexnet;
 pub mod densecap;
 mod efficientnet;
 pub mod imagenet;
+mod mobilenet;
 mod params;
 mod resnet;
 pub mod show_and_tell;
@@ -30,6 +31,7 @@ pub mod vqa;
 
 use alexnet::alexnet;
 use efficientnet::efficientnet_lite0;
+use mobilenet::mobilenet_v2;
 use params::Params;
 use resnet::resnet;
 use vgg::vgg16;
@@ -54,11 +56,13 @@ pub enum Arch {
     Alexnet,
     /// EfficientNet-Lite0 (`efficientnet-lite-pytorch`'s module names).
     EfficientnetLite0,
+    /// torchvision `mobilenet_v2`.
+    MobilenetV2,
 }
 
 impl Arch {
     /// Every architecture.
-    pub const ALL: [Arch; 7] = [
+    pub const ALL: [Arch; 8] = [
         Arch::Resnet18,
         Arch::Resnet34,
         Arch::Resnet50,
@@ -66,6 +70,7 @@ impl Arch {
         Arch::Vgg16Bn,
         Arch::Alexnet,
         Arch::EfficientnetLite0,
+        Arch::MobilenetV2,
     ];
 
     /// The name the CLI uses.
@@ -78,6 +83,7 @@ impl Arch {
             Arch::Vgg16Bn => "vgg16_bn",
             Arch::Alexnet => "alexnet",
             Arch::EfficientnetLite0 => "efficientnet-lite0",
+            Arch::MobilenetV2 => "mobilenet_v2",
         }
     }
 
@@ -87,6 +93,7 @@ impl Arch {
             Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => "fc.weight",
             Arch::Vgg16 | Arch::Vgg16Bn | Arch::Alexnet => "classifier.6.weight",
             Arch::EfficientnetLite0 => "_fc.weight",
+            Arch::MobilenetV2 => "classifier.1.weight",
         }
     }
 
@@ -112,6 +119,7 @@ impl Arch {
             Arch::Vgg16Bn => vgg16(&mut p, true, classes)?,
             Arch::Alexnet => alexnet(&mut p, classes)?,
             Arch::EfficientnetLite0 => efficientnet_lite0(&mut p, classes)?,
+            Arch::MobilenetV2 => mobilenet_v2(&mut p, classes)?,
         }
         b.build_on(device)
     }

@@ -154,7 +154,7 @@ impl Shard {
 /// Arguments of `attrib eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0).
+    /// Architecture (resnet18, resnet34, resnet50, vgg16, vgg16_bn, alexnet, efficientnet-lite0, mobilenet_v2).
     #[arg(long, required = true)]
     pub arch: Option<String>,
     /// Weights: safetensors, or a PyTorch .pth.

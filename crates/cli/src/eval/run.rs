@@ -14,7 +14,7 @@ use attrib_eval::annotations::{self, AnnotatedImage, ClassMap, Format};
 use attrib_eval::curves::{CausalMetric, Substrate};
 use attrib_eval::localisation::{localisation_error, segment_box, Prediction};
 use attrib_eval::pointing::{hits, is_difficult, map_point};
-use attrib_eval::rank::spearman;
+use attrib_eval::rank::spearman_defined;
 use attrib_eval::sanity::{sanity_check, Randomisation};
 use attrib_eval::PixelBox;
 use attrib_viz::render::{draw_box, draw_label};
@@ -663,7 +663,7 @@ fn evaluate(
                 }
                 if let Some(occ) = &occlusion {
                     // Undefined (null) where either map is constant.
-                    let rho = spearman(&values(map), &values(&occ[li])).ok();
+                    let rho = spearman_defined(&values(map), &values(&occ[li]))?;
                     lr.insert("faithfulness".into(), json!(rho));
                 }
             }
