@@ -27,6 +27,18 @@ pub enum Randomisation {
     Independent,
 }
 
+impl Randomisation {
+    /// The layers each step randomises, for `layers` listed top down.
+    pub fn steps(self, layers: &[String]) -> Vec<Vec<String>> {
+        (0..layers.len())
+            .map(|k| match self {
+                Randomisation::Cascading => layers[..=k].to_vec(),
+                Randomisation::Independent => vec![layers[k].clone()],
+            })
+            .collect()
+    }
+}
+
 /// One step's similarities to the original map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -120,11 +132,7 @@ where
     }
     let original = explain(&build(&[])?)?;
     let mut steps = Vec::with_capacity(layers.len());
-    for k in 0..layers.len() {
-        let randomised: Vec<String> = match how {
-            Randomisation::Cascading => layers[..=k].to_vec(),
-            Randomisation::Independent => vec![layers[k].clone()],
-        };
+    for randomised in how.steps(layers) {
         let map = explain(&build(&randomised)?)?;
         let Similarity {
             spearman,

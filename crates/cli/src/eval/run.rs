@@ -15,7 +15,7 @@ use attrib_eval::curves::{CausalMetric, Substrate};
 use attrib_eval::localisation::{localisation_error, segment_box, Prediction};
 use attrib_eval::pointing::{hits, is_difficult, map_point};
 use attrib_eval::rank::spearman_defined;
-use attrib_eval::sanity::{sanity_check, Randomisation};
+use attrib_eval::sanity::{compare, Randomisation};
 use attrib_eval::PixelBox;
 use attrib_viz::render::{draw_box, draw_label};
 use attrib_viz::{normalize, overlay, Colormap, Normalization};
@@ -549,19 +549,35 @@ fn evaluate(
         ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Backend(e.to_string()))?
     };
     let target = Target::PerSample(need.clone());
+    // Occlusion only for the labels' classes: its cost grows with the rows, and the
+    // top-5 rows of the shared batch are localisation's alone.
     let occlusion = if ctx.has(Metric::Faithfulness) && !labels.is_empty() {
         let occ = crate::methods::parse_methods(&["occlusion".to_string()], false)?[0];
-        let map = attribute(&ctx.net, occ, &xs, &target, &ctx.settings, true)?;
+        let mut classes: Vec<usize> = labels.iter().map(|l| l.1).collect();
+        classes.dedup();
+        let views: Vec<_> = classes.iter().map(|_| x.view()).collect();
+        let rows =
+            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Backend(e.to_string()))?;
+        let target = Target::PerSample(classes.clone());
+        let map = attribute(&ctx.net, occ, &rows, &target, &ctx.settings, true)?;
         Some(
             labels
                 .iter()
-                .map(|l| pixel_map(&map, at(l.1), ctx.size, occ))
+                .map(|l| {
+                    let i = classes.iter().position(|&c| c == l.1).expect("listed");
+                    pixel_map(&map, i, ctx.size, occ)
+                })
                 .collect::<Result<Vec<_>>>()?,
         )
     } else {
         None
     };
     let image = x.index_axis(Axis(0), 0);
+    let mut sanity_records = if ctx.has(Metric::Sanity) {
+        Some(sanity(ctx, methods, &x, &labels, &top)?)
+    } else {
+        None
+    };
     let mut out = Vec::with_capacity(methods.len());
     for &m in methods {
         let maps: Vec<Array2<f32>> = if need.is_empty() {
@@ -670,8 +686,8 @@ fn evaluate(
             label_recs.push(Value::Object(lr));
         }
         rec.insert("labels".into(), Value::Array(label_recs));
-        if ctx.has(Metric::Sanity) {
-            rec.insert("sanity".into(), sanity(ctx, m, &x, &labels, &top)?);
+        if let Some(s) = &mut sanity_records {
+            rec.insert("sanity".into(), s.remove(0));
         }
         if let Some(dir) = examples {
             for (label, c, boxes) in &labels {
@@ -683,56 +699,57 @@ fn evaluate(
     Ok(out)
 }
 
-/// The sanity checks of method `m` on the image's first label's class (its top
-/// class when it has no label).
+/// The sanity checks of every method on the image's first label's class (its top
+/// class when it has no label): one record per method. Each randomised network is
+/// built once per step and explained by every method, rather than rebuilt per method.
 fn sanity(
     ctx: &Context,
-    m: Method,
+    methods: &[Method],
     x: &Array4<f32>,
     labels: &[(&str, usize, Vec<PixelBox>)],
     top: &[(usize, f32)],
-) -> Result<Value> {
+) -> Result<Vec<Value>> {
     let weights = ctx.weights.as_ref().expect("kept for the sanity checks");
     let class = labels.first().map_or(top[0].0, |l| l.1);
     let target = Target::Class(class);
-    let explain = |net: &Network<f32>| -> Result<Array2<f64>> {
+    let explain = |net: &Network<f32>, m: Method| -> Result<Array2<f64>> {
         let map = attribute(net, m, x, &target, &ctx.settings, true)?;
         Ok(pixel_map(&map, 0, ctx.size, m)?.mapv(f64::from))
     };
-    let build = |names: &[String]| -> Result<Network<f32>> {
-        if names.is_empty() {
-            return Ok(ctx.net.clone());
-        }
-        ctx.arch
-            .from_weights::<f32>(randomised(weights, names, ctx.seed)?)
-    };
-    let mut out = Map::new();
-    out.insert("class".into(), json!(class));
+    let originals: Vec<Array2<f64>> = methods
+        .iter()
+        .map(|&m| explain(&ctx.net, m))
+        .collect::<Result<_>>()?;
+    let mut out: Vec<Map<String, Value>> = methods
+        .iter()
+        .map(|_| Map::from_iter([("class".to_string(), json!(class))]))
+        .collect();
     for &how in &ctx.randomisations {
-        let steps = sanity_check(&ctx.sanity_layers, how, build, explain)?;
+        let mut steps: Vec<Vec<Value>> = vec![Vec::new(); methods.len()];
+        for names in how.steps(&ctx.sanity_layers) {
+            let net = ctx
+                .arch
+                .from_weights::<f32>(randomised(weights, &names, ctx.seed)?)?;
+            for (i, &m) in methods.iter().enumerate() {
+                let s = compare(originals[i].view(), explain(&net, m)?.view())?;
+                steps[i].push(json!({
+                    "layers": names,
+                    "spearman": s.spearman,
+                    "spearman_abs": s.spearman_abs,
+                    "ssim": s.ssim,
+                    "hog": s.hog,
+                }));
+            }
+        }
         let key = match how {
             Randomisation::Cascading => "cascading",
             Randomisation::Independent => "independent",
         };
-        out.insert(
-            key.into(),
-            Value::Array(
-                steps
-                    .iter()
-                    .map(|s| {
-                        json!({
-                            "layers": s.randomised,
-                            "spearman": s.spearman,
-                            "spearman_abs": s.spearman_abs,
-                            "ssim": s.ssim,
-                            "hog": s.hog,
-                        })
-                    })
-                    .collect(),
-            ),
-        );
+        for (o, st) in out.iter_mut().zip(steps) {
+            o.insert(key.into(), Value::Array(st));
+        }
     }
-    Ok(Value::Object(out))
+    Ok(out.into_iter().map(Value::Object).collect())
 }
 
 /// `examples/<stem>.<label>.<method>.png`: the map over the photo at its own size,
