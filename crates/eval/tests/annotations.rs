@@ -192,3 +192,85 @@ fn class_maps_name_what_they_lack() {
         assert!(ClassMap::from_json(bad).is_err(), "{bad}");
     }
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the bytes, the readers answer with an annotation or an error,
+        /// never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            let _ = parse_voc(&text, Format::Voc);
+            let _ = parse_voc(&text, Format::Ilsvrc);
+            let _ = parse_coco(&text);
+            let _ = ClassMap::from_json(&text);
+        }
+
+        /// Well-formed files with arbitrary numbers: boxes inside the image come back
+        /// exactly (minus VOC's 1), anything else is an error, never a panic.
+        #[test]
+        fn voc_boxes_round_trip(
+            w in 1u32..3000, h in 1u32..3000,
+            corners in prop::array::uniform4(-5000i64..5000),
+        ) {
+            let text = voc_xml("a.jpg", w, h, &[("x", corners, false)]);
+            let [x0, y0, x1, y1] = corners;
+            match parse_voc(&text, Format::Voc) {
+                Ok(img) => {
+                    let b = img.objects[0].bbox;
+                    prop_assert!(x0 <= x1 && y0 <= y1);
+                    prop_assert!(b.x1 < w as usize && b.y1 < h as usize);
+                    if x0 >= 1 && y0 >= 1 && x1 <= w as i64 && y1 <= h as i64 {
+                        prop_assert_eq!(
+                            b,
+                            PixelBox::new(x0 as usize - 1, y0 as usize - 1, x1 as usize - 1, y1 as usize - 1).unwrap()
+                        );
+                    }
+                }
+                Err(e) => prop_assert!(
+                    x1 < x0 || y1 < y0 || x1 < 1 || y1 < 1 || x0 > w as i64 || y0 > h as i64,
+                    "{e}"
+                ),
+            }
+        }
+
+        #[test]
+        fn coco_numbers_never_panic(
+            x in -1e12f64..1e12, y in -1e12f64..1e12,
+            bw in -10.0f64..1e12, bh in -10.0f64..1e12,
+            w in 0u64..5000, h in 0u64..5000,
+        ) {
+            let text = format!(
+                r#"{{"categories": [{{"id": 1, "name": "a"}}], "images": [{{"id": 1, "file_name": "x.jpg", "width": {w}, "height": {h}}}],
+                    "annotations": [{{"image_id": 1, "category_id": 1, "bbox": [{x}, {y}, {bw}, {bh}]}}]}}"#
+            );
+            if let Ok(imgs) = parse_coco(&text) {
+                let b = imgs[0].objects[0].bbox;
+                prop_assert!(b.x1 < w as usize && b.y1 < h as usize && b.x0 <= b.x1 && b.y0 <= b.y1);
+            }
+        }
+    }
+}
+
+#[test]
+fn entity_bombs_are_refused_or_bounded() {
+    // "Billion laughs": ten levels of ten-fold entity expansion.
+    let mut dtd = String::from("<!DOCTYPE annotation [<!ENTITY l0 \"ha\">");
+    for i in 1..10 {
+        let prev = format!("&l{};", i - 1).repeat(10);
+        dtd += &format!("<!ENTITY l{i} \"{prev}\">");
+    }
+    dtd += "]>";
+    let text = format!(
+        "{dtd}<annotation><filename>&l9;</filename><size><width>5</width><height>5</height></size></annotation>"
+    );
+    let r = parse_voc(&text, Format::Voc);
+    // Either refused or a name of bounded length; never gigabytes.
+    if let Ok(img) = r {
+        assert!(img.file.len() < 1 << 20);
+    }
+}
