@@ -354,3 +354,83 @@ fn eval_errors_are_one_line() {
     .unwrap();
     fails_with(base(&d, &[]), "not a relative path inside the data folder");
 }
+
+/// The same boxes as COCO JSON give the same records as the VOC files; ILSVRC XML
+/// with synset names needs no class map.
+#[test]
+fn coco_and_ilsvrc_annotations_give_the_same_records() {
+    let (w, c) = setup();
+    let assets = root().join("assets");
+    let d = tmp("formats");
+    // COCO's [x, y, w, h] of the VOC boxes (inclusive corners x0..=x1: w = x1 - x0 + 1).
+    let coco = r#"{
+        "images": [{"id": 1, "file_name": "chelsea.png", "width": 451, "height": 300},
+                   {"id": 2, "file_name": "eval/cat-and-coffee.jpg", "width": 600, "height": 300}],
+        "categories": [{"id": 17, "name": "cat"}, {"id": 3, "name": "coffee"}],
+        "annotations": [
+            {"image_id": 1, "category_id": 17, "bbox": [0, 0, 396, 300]},
+            {"image_id": 2, "category_id": 17, "bbox": [0, 0, 300, 300]},
+            {"image_id": 2, "category_id": 3, "bbox": [357, 14, 189, 229]}
+        ]}"#;
+    std::fs::write(d.join("coco.json"), coco).unwrap();
+    let run = |ann: &Path, out: &Path, classes: Option<&Path>, weights: &Path| {
+        let mut args = vec![
+            "eval".to_string(),
+            "--arch".into(),
+            "resnet18".into(),
+            "--weights".into(),
+            weights.display().to_string(),
+            "--data".into(),
+            assets.display().to_string(),
+            "--annotations".into(),
+            ann.display().to_string(),
+            "--size".into(),
+            "48".into(),
+            "--metric".into(),
+            "localisation,pointing".into(),
+            "--examples".into(),
+            "0".into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(c) = classes {
+            args.extend(["--classes".into(), c.display().to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(attrib(&refs));
+        records(out)
+    };
+    let from_coco = run(&d.join("coco.json"), &d.join("coco-out"), Some(c), w);
+    // The VOC files of the same two images.
+    let voc = d.join("voc");
+    std::fs::create_dir_all(&voc).unwrap();
+    for f in ["chelsea.xml", "cat-and-coffee.xml"] {
+        std::fs::copy(assets.join("eval/annotations").join(f), voc.join(f)).unwrap();
+    }
+    let from_voc = run(&voc, &d.join("voc-out"), Some(c), w);
+    assert_eq!(from_coco, from_voc);
+    assert_eq!(from_coco.len(), 2);
+
+    // ILSVRC: synset names, 0-based corners, no --classes (the shipped map); a
+    // 1000-class network.
+    let w1000 = d.join("resnet18-1000.safetensors");
+    Arch::Resnet18
+        .synthetic_weights(1, 1000)
+        .unwrap()
+        .save_safetensors(&w1000)
+        .unwrap();
+    let ilsvrc = d.join("ilsvrc");
+    std::fs::create_dir_all(&ilsvrc).unwrap();
+    std::fs::write(
+        ilsvrc.join("chelsea.xml"),
+        "<annotation><filename>chelsea.png</filename><size><width>451</width><height>300</height></size>\
+         <object><name>n02124075</name><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>395</xmax><ymax>299</ymax></bndbox></object></annotation>",
+    )
+    .unwrap();
+    let recs = run(&ilsvrc, &d.join("ilsvrc-out"), None, &w1000);
+    let l = &recs[0]["labels"][0];
+    assert_eq!(l["label"], "n02124075");
+    assert_eq!(l["class"], 285, "Egyptian cat in torchvision's order");
+    assert_eq!(l["boxes"], serde_json::json!([[0, 0, 395, 299]]));
+}
