@@ -65,6 +65,7 @@ pub fn svg(charts: &[Chart], width: u32, height: u32) -> String {
         chart(
             &mut s,
             c,
+            i,
             i as f64 * width as f64,
             width as f64,
             height as f64,
@@ -74,7 +75,7 @@ pub fn svg(charts: &[Chart], width: u32, height: u32) -> String {
     s
 }
 
-fn chart(s: &mut String, c: &Chart, left: f64, width: f64, height: f64) {
+fn chart(s: &mut String, c: &Chart, index: usize, left: f64, width: f64, height: f64) {
     let legend_h = 16.0 * c.series.len() as f64;
     let (x0, x1) = (left + 56.0, left + width - 16.0);
     let (y0, y1) = (34.0, height - 48.0 - legend_h);
@@ -162,6 +163,14 @@ fn chart(s: &mut String, c: &Chart, left: f64, width: f64, height: f64) {
         r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle" transform="rotate(-90 {lx:.1} {ly:.1})">{}</text>"#,
         escape(&c.y_label)
     );
+    // Lines stay inside the plot area: a value beyond the axis range is cut at the
+    // frame, not drawn over the labels.
+    let _ = writeln!(
+        s,
+        r#"<clipPath id="plot{index}"><rect x="{x0:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}"/></clipPath>"#,
+        x1 - x0,
+        y1 - y0
+    );
     for (i, series) in c.series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let dash = if series.dashed {
@@ -182,7 +191,7 @@ fn chart(s: &mut String, c: &Chart, left: f64, width: f64, height: f64) {
             let pts: Vec<String> = run.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
             let _ = writeln!(
                 s,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.8"{dash}/>"#,
+                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.8"{dash} clip-path="url(#plot{index})"/>"#,
                 pts.join(" ")
             );
             if run.len() == 1 {
@@ -234,6 +243,8 @@ mod tests {
             s.contains(&format!("points=\"56.0,34.0 384.0,{bottom:.1}\"")),
             "{s}"
         );
+        // Lines are clipped to the plot area.
+        assert!(s.contains(r#"<clipPath id="plot0">"#) && s.contains(r#"clip-path="url(#plot0)""#));
         assert_eq!(s, svg(&[c], 400, 300));
     }
 }

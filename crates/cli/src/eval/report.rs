@@ -482,7 +482,8 @@ fn sanity_svg(methods: &[String], by_method: &[Vec<&Value>]) -> String {
                 ),
                 y_label: title.into(),
                 x_range: (0.0, (ticks.len() - 1).max(1) as f64),
-                y_range: (-0.2, 1.0),
+                // Ticks at -0.25, 0, 0.25, ...; lower correlations are cut at the frame.
+                y_range: (-0.25, 1.0),
                 x_ticks: Some(ticks),
                 series,
             });
