@@ -65,23 +65,34 @@ fn fails_with(out: Output, needle: &str) {
     assert!(err.contains(needle), "`{needle}` not in: {err}");
 }
 
-/// `attrib eval` on the bundled set, small and fast, with `extra` arguments.
-fn eval(out: &Path, extra: &[&str]) -> Output {
-    let (w, c) = setup();
+/// `attrib eval` of ResNet-18 `weights` on the bundled images with `annotations`,
+/// quiet, into `out`, with `extra` arguments.
+fn eval_on(weights: &Path, annotations: &Path, out: &Path, extra: &[&str]) -> Output {
     let assets = root().join("assets");
-    let ann = assets.join("eval/annotations");
     let mut args = vec![
         "eval",
         "--arch",
         "resnet18",
         "--weights",
-        w.to_str().unwrap(),
-        "--classes",
-        c.to_str().unwrap(),
+        weights.to_str().unwrap(),
         "--data",
         assets.to_str().unwrap(),
         "--annotations",
-        ann.to_str().unwrap(),
+        annotations.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    attrib(&args)
+}
+
+/// `attrib eval` on the bundled set, small and fast, with `extra` arguments.
+fn eval(out: &Path, extra: &[&str]) -> Output {
+    let (w, c) = setup();
+    let mut args = vec![
+        "--classes",
+        c.to_str().unwrap(),
         "--size",
         "64",
         "--method",
@@ -98,12 +109,9 @@ fn eval(out: &Path, extra: &[&str]) -> Output {
         "200",
         "--examples",
         "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    attrib(&args)
+    eval_on(w, &root().join("assets/eval/annotations"), out, &args)
 }
 
 fn read(p: &Path) -> String {
@@ -306,28 +314,10 @@ fn eval_errors_are_one_line() {
     )
     .unwrap();
     let (w, c) = setup();
-    let assets = root().join("assets");
     let base = |ann: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--arch",
-            "resnet18",
-            "--weights",
-            w.to_str().unwrap(),
-            "--classes",
-            c.to_str().unwrap(),
-            "--data",
-            assets.to_str().unwrap(),
-            "--annotations",
-            ann.to_str().unwrap(),
-            "--size",
-            "32",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ];
+        let mut args = vec!["--classes", c.to_str().unwrap(), "--size", "32"];
         args.extend_from_slice(extra);
-        attrib(&args)
+        eval_on(w, ann, &out, &args)
     };
     let bundled = root().join("assets/eval/annotations");
     fails_with(
@@ -375,30 +365,17 @@ fn coco_and_ilsvrc_annotations_give_the_same_records() {
     std::fs::write(d.join("coco.json"), coco).unwrap();
     let run = |ann: &Path, out: &Path, classes: Option<&Path>, weights: &Path| {
         let mut args = vec![
-            "eval".to_string(),
-            "--arch".into(),
-            "resnet18".into(),
-            "--weights".into(),
-            weights.display().to_string(),
-            "--data".into(),
-            assets.display().to_string(),
-            "--annotations".into(),
-            ann.display().to_string(),
-            "--size".into(),
-            "48".into(),
-            "--metric".into(),
-            "localisation,pointing".into(),
-            "--examples".into(),
-            "0".into(),
-            "--quiet".into(),
-            "--out".into(),
-            out.display().to_string(),
+            "--size",
+            "48",
+            "--metric",
+            "localisation,pointing",
+            "--examples",
+            "0",
         ];
         if let Some(c) = classes {
-            args.extend(["--classes".into(), c.display().to_string()]);
+            args.extend(["--classes", c.to_str().unwrap()]);
         }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        ok(attrib(&refs));
+        ok(eval_on(weights, ann, out, &args));
         records(out)
     };
     let from_coco = run(&d.join("coco.json"), &d.join("coco-out"), Some(c), w);

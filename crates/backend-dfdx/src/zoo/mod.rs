@@ -134,15 +134,19 @@ impl Arch {
 
     /// Loads safetensors or a PyTorch checkpoint and builds.
     pub fn load<E: Elem>(self, path: &Path) -> Result<Network<E>> {
-        self.from_weights(WeightMap::load(path)?)
-            .map_err(|e| match e {
-                Error::Weights(m) => Error::Weights(format!(
-                    "{} does not fit {}: {m}",
-                    path.display(),
-                    self.name()
-                )),
-                o => o,
-            })
+        self.from_file_weights(WeightMap::load(path)?, path)
+    }
+
+    /// [`Arch::from_weights`] of `map`, read from `path`: a misfit names the file.
+    pub fn from_file_weights<E: Elem>(self, map: WeightMap, path: &Path) -> Result<Network<E>> {
+        self.from_weights(map).map_err(|e| match e {
+            Error::Weights(m) => Error::Weights(format!(
+                "{} does not fit {}: {m}",
+                path.display(),
+                self.name()
+            )),
+            o => o,
+        })
     }
 
     /// The state dict of [`Arch::synthetic`], with PyTorch's key names.

@@ -15,20 +15,16 @@ use serde_json::Value;
 
 use crate::outputs::Outputs;
 
-fn io(path: &Path, reason: impl ToString) -> Error {
+/// The error for a file of an evaluation folder.
+pub(super) fn io(path: &Path, reason: impl ToString) -> Error {
     Error::Io {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
 }
 
-/// The `(image, method)` of a record line.
-pub(super) fn record_key(line: &str) -> std::result::Result<(String, String), String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON record: {e}"))?;
-    key_of(&v)
-}
-
-fn key_of(v: &Value) -> std::result::Result<(String, String), String> {
+/// The `(image, method)` of a record.
+pub(super) fn key_of(v: &Value) -> std::result::Result<(String, String), String> {
     let field = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -38,11 +34,10 @@ fn key_of(v: &Value) -> std::result::Result<(String, String), String> {
     Ok((field("image")?, field("method")?))
 }
 
-/// Errors unless `existing` (a `config.json`'s text) has the settings of `cfg`,
-/// whatever its shard.
-pub(super) fn check_same_config(cfg: &Value, existing: &str, path: &Path) -> Result<()> {
-    let mut old: Value =
-        serde_json::from_str(existing).map_err(|e| io(path, format!("not JSON: {e}")))?;
+/// Errors unless `existing` (the `config.json` at `path`) has the settings of
+/// `cfg`, whatever its shard.
+pub(super) fn check_same_config(cfg: &Value, existing: &Value, path: &Path) -> Result<()> {
+    let mut old = existing.clone();
     let mut new = cfg.clone();
     for v in [&mut old, &mut new] {
         if let Some(o) = v.as_object_mut() {
@@ -79,27 +74,37 @@ pub(super) fn check_same_config(cfg: &Value, existing: &str, path: &Path) -> Res
     ))
 }
 
-fn read_config(dir: &Path) -> Result<Value> {
+pub(super) fn read_config(dir: &Path) -> Result<Value> {
     let p = dir.join("config.json");
     let text = fs::read_to_string(&p).map_err(|e| io(&p, e))?;
     serde_json::from_str(&text).map_err(|e| io(&p, format!("not JSON: {e}")))
 }
 
 /// The complete records of `dir`, parsed, in file order, with their line text.
-fn read_records(dir: &Path) -> Result<Vec<(String, Value)>> {
+pub(super) fn read_records(dir: &Path) -> Result<Vec<(String, Value)>> {
     let p = dir.join("records.jsonl");
     let text = fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    text[..complete]
+    parse_records(&text, &p)
+}
+
+/// The records of `text` (the file `path`). A last line without its newline (a run
+/// killed while writing) is not a record.
+pub(super) fn parse_records(text: &str, path: &Path) -> Result<Vec<(String, Value)>> {
+    text[..complete_len(text)]
         .lines()
         .enumerate()
         .map(|(i, line)| {
             let v: Value = serde_json::from_str(line)
-                .map_err(|e| io(&p, format!("line {}: not JSON: {e}", i + 1)))?;
-            key_of(&v).map_err(|e| io(&p, format!("line {}: {e}", i + 1)))?;
+                .map_err(|e| io(path, format!("line {}: not JSON: {e}", i + 1)))?;
+            key_of(&v).map_err(|e| io(path, format!("line {}: {e}", i + 1)))?;
             Ok((line.to_string(), v))
         })
         .collect()
+}
+
+/// The bytes of `text` up to its last newline.
+pub(super) fn complete_len(text: &str) -> usize {
+    text.rfind('\n').map_or(0, |i| i + 1)
 }
 
 fn methods_of(cfg: &Value) -> Vec<String> {
@@ -503,7 +508,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<()> {
         shards.push(c["shard"].clone());
         match &cfg {
             None => cfg = Some(c),
-            Some(first) => check_same_config(first, &c.to_string(), &d.join("config.json"))?,
+            Some(first) => check_same_config(first, &c, &d.join("config.json"))?,
         }
         for (line, v) in read_records(d)? {
             let key = key_of(&v).expect("checked on reading");

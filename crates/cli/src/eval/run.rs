@@ -23,7 +23,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Array3, Array4, Axis, Ix3, Ix4};
 use serde_json::{json, Map, Value};
 
-use super::{report, EvalArgs, Metric, Shard};
+use super::report::{self, io};
+use super::{EvalArgs, Metric, Shard};
 use crate::methods::{attribute, parse_methods, Method, Settings};
 
 /// Everything the images share.
@@ -89,33 +90,27 @@ fn default_sanity_layers(net: &Network<f32>, weights: &WeightMap) -> Vec<String>
     convs.into_iter().chain(heads).rev().collect()
 }
 
-/// Reads `records.jsonl` in `dir`: the `(image, method)` pairs done. A last line
+/// The `(image, method)` pairs `records.jsonl` at `path` holds. A last line
 /// without its newline (a run killed while writing) is cut off, to be redone.
-pub(super) fn done_pairs(path: &Path) -> Result<BTreeSet<(String, String)>> {
-    let io = |e: std::io::Error| Error::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let mut done = BTreeSet::new();
+fn done_pairs(path: &Path) -> Result<BTreeSet<(String, String)>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
-        Err(e) => return Err(io(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(io(path, e)),
     };
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    let complete = report::complete_len(&text);
     if complete < text.len() {
-        let f = fs::OpenOptions::new().write(true).open(path).map_err(io)?;
-        f.set_len(complete as u64).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        f.set_len(complete as u64).map_err(|e| io(path, e))?;
+        f.sync_all().map_err(|e| io(path, e))?;
     }
-    for (i, line) in text[..complete].lines().enumerate() {
-        let (image, method) = report::record_key(line).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            reason: format!("line {}: {e}", i + 1),
-        })?;
-        done.insert((image, method));
-    }
-    Ok(done)
+    Ok(report::parse_records(&text, path)?
+        .iter()
+        .map(|(_, v)| report::key_of(v).expect("checked on parsing"))
+        .collect())
 }
 
 /// The settings that decide the numbers, as `config.json` holds them.
@@ -225,16 +220,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .map(str::parse::<Format>)
         .transpose()?;
 
+    // The state dict outlives the network only for the sanity checks' copies.
     let weight_map = WeightMap::load(&weights_path)?;
-    let net = arch
-        .from_weights::<f32>(weight_map.clone())
-        .map_err(|e| match e {
-            Error::Weights(m) => Error::Weights(format!(
-                "{} does not fit {arch}: {m}",
-                weights_path.display()
-            )),
-            o => o,
-        })?;
+    let (net, weight_map) = if metrics.contains(&Metric::Sanity) {
+        let net = arch.from_file_weights::<f32>(weight_map.clone(), &weights_path)?;
+        (net, Some(weight_map))
+    } else {
+        (
+            arch.from_file_weights::<f32>(weight_map, &weights_path)?,
+            None,
+        )
+    };
     let methods = parse_methods(&args.methods, net.linear_head().is_some())?;
     let settings = Settings::from_args(&args.options, 16, 8)?;
     if settings.flag(&attrib_methods::registry::PER_CHANNEL) {
@@ -249,14 +245,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let classes = match &args.classes {
         Some(p) => {
-            let text = fs::read_to_string(p).map_err(|e| Error::Io {
-                path: p.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            ClassMap::from_json(&text).map_err(|e| Error::Io {
-                path: p.display().to_string(),
-                reason: e.to_string(),
-            })?
+            let text = fs::read_to_string(p).map_err(|e| io(p, e))?;
+            ClassMap::from_json(&text).map_err(|e| io(p, e))?
         }
         None => ClassMap::imagenet_synsets(),
     };
@@ -264,33 +254,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let images = annotations::read(&ann_path, format)?;
     for img in &images {
         for l in img.labels() {
-            classes.classes(l).map_err(|e| Error::Io {
-                path: ann_path.display().to_string(),
-                reason: format!("{}: {e}", img.file),
-            })?;
+            classes
+                .classes(l)
+                .map_err(|e| io(&ann_path, format!("{}: {e}", img.file)))?;
         }
     }
-    let sanity_layers = if metrics.contains(&Metric::Sanity) {
-        let layers = match &args.sanity_layers {
-            Some(s) => s
-                .split(',')
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect(),
-            None => default_sanity_layers(&net, &weight_map),
-        };
-        // A wrong name fails here, not after the first image.
-        randomised(&weight_map, &layers, 0)?;
-        if layers.is_empty() {
-            return Err(Error::param("--sanity-layers", "no layer given"));
+    let sanity_layers = match &weight_map {
+        Some(map) => {
+            let layers = match &args.sanity_layers {
+                Some(s) => s
+                    .split(',')
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                None => default_sanity_layers(&net, map),
+            };
+            if layers.is_empty() {
+                return Err(Error::param("--sanity-layers", "no layer given"));
+            }
+            // A wrong name fails here, not after the first image.
+            randomised(map, &layers, 0)?;
+            layers
         }
-        layers
-    } else {
-        Vec::new()
+        None => Vec::new(),
     };
     let ctx = Context {
         arch,
-        weights: metrics.contains(&Metric::Sanity).then_some(weight_map),
+        weights: weight_map,
         net,
         methods,
         metrics,
@@ -308,21 +298,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
 
     let out = &args.out;
-    fs::create_dir_all(out.join("examples")).map_err(|e| Error::Io {
-        path: out.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    fs::create_dir_all(out.join("examples")).map_err(|e| io(out, e))?;
     let mut cfg = config(&args, &ctx, images.len());
     let cfg_path = out.join("config.json");
-    match fs::read_to_string(&cfg_path) {
-        Ok(text) => report::check_same_config(&cfg, &text, &cfg_path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Error::Io {
-                path: cfg_path.display().to_string(),
-                reason: e.to_string(),
-            })
-        }
+    if cfg_path.exists() {
+        report::check_same_config(&cfg, &report::read_config(out)?, &cfg_path)?;
     }
     cfg["shard"] = match shard {
         Some(s) => json!([s.index, s.count]),
@@ -333,19 +313,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
     let records = out.join("records.jsonl");
     let done = done_pairs(&records)?;
-    let mine: Vec<(usize, &AnnotatedImage)> = images
+    // This shard's images with the methods still to run on each.
+    let mut todo: Vec<(usize, &AnnotatedImage, Vec<Method>)> = images
         .iter()
         .enumerate()
         .filter(|(i, _)| shard.is_none_or(|s| s.takes(*i)))
-        .collect();
-    let mut todo: Vec<(usize, &AnnotatedImage)> = mine
-        .iter()
-        .copied()
-        .filter(|(_, img)| {
-            ctx.methods
+        .map(|(i, img)| {
+            let methods: Vec<Method> = ctx
+                .methods
                 .iter()
-                .any(|m| !done.contains(&(img.file.clone(), m.name().to_string())))
+                .copied()
+                .filter(|m| !done.contains(&(img.file.clone(), m.name().to_string())))
+                .collect();
+            (i, img, methods)
         })
+        .filter(|(_, _, methods)| !methods.is_empty())
         .collect();
     let cut = args.limit.is_some_and(|n| n < todo.len());
     if let Some(n) = args.limit {
@@ -355,10 +337,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .create(true)
         .append(true)
         .open(&records)
-        .map_err(|e| Error::Io {
-            path: records.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| io(&records, e))?;
     let pb = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -379,14 +358,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             records.display()
         ));
     }
-    for (index, img) in todo {
+    for (index, img, methods) in todo {
         pb.set_message(img.file.clone());
-        let methods: Vec<Method> = ctx
-            .methods
-            .iter()
-            .copied()
-            .filter(|m| !done.contains(&(img.file.clone(), m.name().to_string())))
-            .collect();
         let example_dir = (index < args.examples).then(|| out.join("examples"));
         let lines = evaluate(&ctx, img, &methods, example_dir.as_deref())?;
         let mut text = String::new();
@@ -398,10 +371,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         // line, which the next run cuts off.
         file.write_all(text.as_bytes())
             .and_then(|_| file.sync_data())
-            .map_err(|e| Error::Io {
-                path: records.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| io(&records, e))?;
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -499,13 +469,13 @@ fn evaluate(
     let rgb = attrib_io::image::read_rgb8(&path)?;
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     if (w, h) != (img.width, img.height) {
-        return Err(Error::Io {
-            path: path.display().to_string(),
-            reason: format!(
+        return Err(io(
+            &path,
+            format!(
                 "is {w}x{h}; its annotation says {}x{}",
                 img.width, img.height
             ),
-        });
+        ));
     }
     let photo = imagenet::resize_rgb(&rgb, ctx.size);
     let x = imagenet::normalize(&photo);
@@ -542,22 +512,23 @@ fn evaluate(
     let mut seen = BTreeSet::new();
     need.retain(|c| seen.insert(*c));
     let at = |c: usize| need.iter().position(|&n| n == c).expect("needed class");
-    let xs: Array4<f32> = if need.is_empty() {
-        x.clone()
-    } else {
-        let views: Vec<_> = (0..need.len()).map(|_| x.view()).collect();
-        ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Backend(e.to_string()))?
+    // The image once per class explained: one batched attribution covers them all.
+    let copies = |n: usize| -> Array4<f32> {
+        let (_, c, h, w) = x.dim();
+        x.broadcast((n, c, h, w))
+            .expect("one row broadcasts")
+            .to_owned()
     };
+    let xs = copies(need.len());
     let target = Target::PerSample(need.clone());
     // Occlusion only for the labels' classes: its cost grows with the rows, and the
     // top-5 rows of the shared batch are localisation's alone.
     let occlusion = if ctx.has(Metric::Faithfulness) && !labels.is_empty() {
         let occ = crate::methods::parse_methods(&["occlusion".to_string()], false)?[0];
         let mut classes: Vec<usize> = labels.iter().map(|l| l.1).collect();
+        classes.sort_unstable();
         classes.dedup();
-        let views: Vec<_> = classes.iter().map(|_| x.view()).collect();
-        let rows =
-            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Backend(e.to_string()))?;
+        let rows = copies(classes.len());
         let target = Target::PerSample(classes.clone());
         let map = attribute(&ctx.net, occ, &rows, &target, &ctx.settings, true)?;
         Some(
@@ -774,23 +745,16 @@ fn example(
     let heat = normalize(up.view(), Normalization::MinMax);
     let mut pic = overlay(photo.view(), heat.view(), Colormap::Jet, 0.5);
     let thick = ((w.min(h) / 150).max(2)) as u32;
+    // Inclusive pixel boxes as the outer edges draw_box takes.
+    let mut frame = |b: &PixelBox, colour: [u8; 3]| {
+        let edges = [b.x0, b.y0, b.x1 + 1, b.y1 + 1].map(|v| v as f64);
+        draw_box(&mut pic, edges, thick, colour);
+    };
     for b in boxes {
-        let r = [
-            b.x0 as f64,
-            b.y0 as f64,
-            b.x1 as f64 + 1.0,
-            b.y1 as f64 + 1.0,
-        ];
-        draw_box(&mut pic, r, thick, [0, 220, 0]);
+        frame(b, [0, 220, 0]);
     }
     if let Some(b) = segment_box(up.view(), ctx.threshold)? {
-        let r = [
-            b.x0 as f64,
-            b.y0 as f64,
-            b.x1 as f64 + 1.0,
-            b.y1 as f64 + 1.0,
-        ];
-        draw_box(&mut pic, r, thick, [230, 0, 0]);
+        frame(&b, [230, 0, 0]);
     }
     let (px, py) = map_point(map.view(), h, w)?;
     let arm = (w.min(h) / 40).max(4);
