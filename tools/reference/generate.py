@@ -245,19 +245,7 @@ def efficientnet_fixture(weights):
 
     net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
     model = Lite0Explained(net).eval()
-    logits = {}
-    for name in ["chelsea", "coffee"]:
-        x = preprocess(os.path.join(ROOT, "assets", name + ".png"), 224)
-        with torch.no_grad():
-            logits[name] = model(x)
-            assert torch.allclose(logits[name], net(x), atol=1e-5)
-        save("lite0." + name + ".logits224", logits[name])
-    top = {k: int(v.argmax()) for k, v in logits.items()}
-    assert top == {"chelsea": 285, "coffee": 967}, top
-    x = preprocess(os.path.join(ROOT, "assets", "chelsea.png"), 128)
-    save("lite0.input", x)
-    scores = all_methods(model, model.head_act, x, [285], "lite0", rule_modules=model.rules)
-    save("lite0.scores", scores)
+    pretrained_fixture(model, net, model.head_act, model.rules, "lite0")
 
 
 def mobilenet_fixture(weights):
@@ -283,19 +271,26 @@ def mobilenet_fixture(weights):
     reference.load_state_dict(net.state_dict())
     reference.eval()
     swap(net)
+    pretrained_fixture(net, reference, net.features[18], rules, "mobilenet_v2")
+
+
+def pretrained_fixture(model, reference, layer, rules, prefix):
+    """A pretrained ImageNet model's fixtures: the photos' logits at 224 (checked
+    against `reference`, the unmodified network, and for their top classes), the
+    chelsea input at 128 and every method on it for class 285 at `layer`."""
     logits = {}
     for name in ["chelsea", "coffee"]:
         x = preprocess(os.path.join(ROOT, "assets", name + ".png"), 224)
         with torch.no_grad():
-            logits[name] = net(x)
+            logits[name] = model(x)
             assert torch.allclose(logits[name], reference(x), atol=1e-5)
-        save("mobilenet_v2." + name + ".logits224", logits[name])
+        save(prefix + "." + name + ".logits224", logits[name])
     top = {k: int(v.argmax()) for k, v in logits.items()}
     assert top == {"chelsea": 285, "coffee": 967}, top
     x = preprocess(os.path.join(ROOT, "assets", "chelsea.png"), 128)
-    save("mobilenet_v2.input", x)
-    scores = all_methods(net, net.features[18], x, [285], "mobilenet_v2", rule_modules=rules)
-    save("mobilenet_v2.scores", scores)
+    save(prefix + ".input", x)
+    scores = all_methods(model, layer, x, [285], prefix, rule_modules=rules)
+    save(prefix + ".scores", scores)
 
 
 def main():
