@@ -1,25 +1,17 @@
 //! The `attrib` command end to end: every subcommand, and every error a user can
 //! provoke (one line on stderr, non-zero exit, no output files left behind).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use common::{attrib, fails_with, ok_json, root, tmp};
 
 use attrib_dfdx::{Arch, WeightMap};
 use ndarray::{Array4, ArrayD};
 use ndarray_npy::{read_npy, write_npy};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("attrib-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// ResNet-18 with synthetic weights and 10 classes, saved once.
 fn weights() -> &'static Path {
@@ -33,39 +25,6 @@ fn weights() -> &'static Path {
             .unwrap();
         p
     })
-}
-
-fn attrib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-/// Fails with exactly one stderr line containing `needle`.
-fn fails_with(out: Output, needle: &str) {
-    assert!(
-        !out.status.success(),
-        "expected failure; stdout {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    assert!(err.contains(needle), "`{needle}` not in: {err}");
 }
 
 fn empty(dir: &Path) -> bool {

@@ -2,41 +2,14 @@
 //! outputs and their JSON, generated and given captions, and every error a user can
 //! provoke (one line, non-zero exit, no files).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use attrib_io::{RawTensor, WeightMap};
-use ndarray::ArrayD;
-use ndarray_npy::read_npy;
-use serde_json::Value;
+use common::{attrib, ok_json, root, tmp};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("attrib-cnn-lstm-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn attrib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
+/// [`common::fails_with`], with exit status exactly 1 (an error, not a usage error).
 fn fails_with(out: Output, needle: &str) {
     assert_eq!(
         out.status.code(),
@@ -44,14 +17,12 @@ fn fails_with(out: Output, needle: &str) {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    common::fails_with(out, needle);
 }
+
+use attrib_io::{RawTensor, WeightMap};
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
 
 fn s(p: PathBuf) -> String {
     p.display().to_string()

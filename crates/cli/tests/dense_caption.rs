@@ -3,8 +3,11 @@
 //! words, raw maps equal to the library's, and every error a user can provoke (one
 //! line, non-zero exit, no files).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{attrib, fails_with, ok_json, root, tmp};
 
 use attrib_core::{Attribution, Target};
 use attrib_dfdx::zoo::densecap::{DenseCap, Proposals};
@@ -12,44 +15,6 @@ use attrib_dfdx::zoo::text::Vocab;
 use ndarray::{Array2, ArrayD, Axis};
 use ndarray_npy::read_npy;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("attrib-densecap-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn attrib(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_json(out: Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn fails_with(out: Output, needle: &str) {
-    assert_ne!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    assert!(err.contains(needle), "`{needle}` not in: {err}");
-}
 
 fn model_dir() -> PathBuf {
     root().join("assets/models/densecap")

@@ -3,23 +3,16 @@
 //! shards merged give the single run's summary byte for byte, a killed run resumes,
 //! and the errors a user can provoke are one line each.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
+
+use common::{attrib, fails_with, root, tmp};
 
 use attrib_dfdx::Arch;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("attrib-eval-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// ResNet-18 with synthetic weights and 10 classes, and a class map onto them.
 fn setup() -> &'static (PathBuf, PathBuf) {
@@ -38,13 +31,6 @@ fn setup() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-fn attrib(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -52,17 +38,6 @@ fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails_with(out: Output, needle: &str) {
-    assert!(!out.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    assert!(err.contains(needle), "`{needle}` not in: {err}");
 }
 
 /// `attrib eval` of ResNet-18 `weights` on the bundled images with `annotations`,

@@ -6,25 +6,18 @@
 #[path = "../../io/tests/common/hostile.rs"]
 mod hostile;
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
+
+use common::{root, tmp};
 use std::time::Instant;
 
 use attrib_dfdx::{Arch, WeightMap};
 use hostile::{deep_nesting, legacy_pth, memo_bomb, one_tensor, png, zip_pth, Storage};
 
 const MEMORY_KB: u64 = 1 << 20;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("attrib-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Runs `attrib args` under `ulimit -v 1 GiB -t 60`.
 fn limited(what: &str, args: &[&str]) -> Output {

@@ -4,21 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use common::{attrib, root, tmp};
 
 use attrib_dfdx::Arch;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("attrib-outputs-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn weights(dir: &Path) -> PathBuf {
     let p = dir.join("r18.safetensors");
@@ -54,13 +47,6 @@ fn explain_args(w: &Path, out: &Path, target: &str, extra: &[&str]) -> Vec<Strin
     .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-fn attrib(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attrib"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Every entry of a folder (hidden ones included) with its bytes; folders as empty.
