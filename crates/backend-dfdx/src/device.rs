@@ -76,7 +76,9 @@ pub(crate) fn with_scratch<E: Elem, R>(len: usize, f: impl FnOnce(&mut [E]) -> R
 ///
 /// The ops run their kernels on host slices; a device moves gradient buffers to and
 /// from the host and executes the tape. On [`Cpu`] the moves are free (the buffers
-/// *are* host vectors); on CUDA they are copies.
+/// *are* host vectors). The GPU does not come through here: dfdx's tensors cannot hold
+/// another crate's device buffers, so [`crate::gpu`] runs the same networks with its
+/// own executor.
 pub trait KernelDevice<E: Elem>: Storage<E> + TensorFromVec<E> {
     /// Moves a gradient buffer out to the host, leaving it empty: each intermediate
     /// gradient is consumed once, by the op that produced the tensor, so taking it
@@ -181,45 +183,6 @@ impl<E: Elem> KernelDevice<E> for Cpu {
         // first and last are numel - 1 apart and every axis has the standard stride.
         Cow::Borrowed(unsafe { std::slice::from_raw_parts(first as *const E, numel) })
     }
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use super::*;
-    use dfdx::tensor::Cuda;
-
-    macro_rules! cuda_device {
-        ($t:ty) => {
-            impl KernelDevice<$t> for Cuda {
-                fn take_host(v: &mut Self::Vec) -> Result<Vec<$t>, Self::Err> {
-                    Self::read_host(v)
-                }
-
-                fn read_host(v: &Self::Vec) -> Result<Vec<$t>, Self::Err> {
-                    Ok((**v).device().dtoh_sync_copy(&**v)?)
-                }
-
-                fn accumulate(
-                    v: &mut Self::Vec,
-                    f: impl FnOnce(&mut [$t]),
-                ) -> Result<(), Self::Err> {
-                    let mut host = Self::read_host(v)?;
-                    f(&mut host);
-                    let dev = (**v).device();
-                    Ok(dev.htod_sync_copy_into(&host, &mut **v)?)
-                }
-
-                fn run_backward(
-                    loss: Tensor<Rank0, $t, Self, OwnedTape<$t, Self>>,
-                ) -> Result<Gradients<$t, Self>, Self::Err> {
-                    loss.try_backward()
-                }
-            }
-        };
-    }
-
-    cuda_device!(f32);
-    cuda_device!(f64);
 }
 
 #[cfg(test)]

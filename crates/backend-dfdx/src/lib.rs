@@ -15,13 +15,15 @@
 //! [`NetworkBuilder`] assembles networks from named layers (the names are the tap
 //! names); [`Arch`] builds the model zoo (ResNet, VGG, AlexNet, EfficientNet-Lite0)
 //! from PyTorch state dicts, read from safetensors or directly from `.pth` files
-//! by `attrib-io` ([`WeightMap`]). The CPU is the default device; the `cuda` feature
-//! adds dfdx's CUDA device, on which the same host kernels run with buffers copied
-//! to and from the GPU (see the README for what is verified on a GPU).
+//! by `attrib-io` ([`WeightMap`]). The CPU is the default device. [`gpu`] runs the same
+//! networks with CUDA kernels ([`gpu::GpuNetwork`]); the `cuda` feature adds the
+//! CUDA driver behind it (`gpu::CudaApi`, cudarc with dynamic loading: no CUDA is
+//! needed to build).
 //!
 //! [`Rectifier`]: attrib_core::Rectifier
 
 mod device;
+pub mod gpu;
 mod graph;
 pub mod kernels;
 pub mod ops;
@@ -33,8 +35,6 @@ pub use zoo::imagenet;
 
 pub use device::{Elem, KernelDevice};
 pub use dfdx::tensor::Cpu;
-#[cfg(feature = "cuda")]
-pub use dfdx::tensor::Cuda;
 pub use graph::{
     BatchNorm2d, Conv2d, Head, Identity, Layer, Linear, Network, NetworkBuilder, ValueId, WithHead,
 };

@@ -9,6 +9,7 @@ use clap::Args;
 use ndarray::Array4;
 use serde_json::json;
 
+use crate::inputs::{on_device, Device};
 use crate::methods::{attribute, parse_methods, MethodArgs, Settings};
 
 /// Arguments of `attrib bench`.
@@ -35,6 +36,13 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the network runs: cpu or cuda.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Also run the method once on the CPU and report the largest difference from
+    /// it, relative to the CPU map's largest magnitude (`rel_diff`).
+    #[arg(long)]
+    pub check_cpu: bool,
     #[command(flatten)]
     pub options: MethodArgs,
 }
@@ -82,7 +90,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         ));
     }
     let arch: Arch = args.arch.parse()?;
-    let net = arch.synthetic::<f32>(0, 1000)?;
+    let placed = on_device(arch.synthetic::<f32>(0, 1000)?, args.device)?;
+    let net = &placed.net;
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(n, c, i, j)| {
         (((n * 7 + c * 13 + i * 3 + j * 5) % 29) as f32 / 29.0 - 0.5) * 2.0
     });
@@ -90,12 +99,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     settings.check(&methods)?;
     let target = Target::TopPredicted;
     for _ in 0..args.warmup {
-        attribute(&net, *method, &x, &target, &settings, true)?;
+        attribute(net, *method, &x, &target, &settings, true)?;
     }
     let mut times = Vec::with_capacity(args.iters);
+    let mut last = None;
     for _ in 0..args.iters {
         let t = Instant::now();
-        attribute(&net, *method, &x, &target, &settings, true)?;
+        last = Some(attribute(net, *method, &x, &target, &settings, true)?);
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
@@ -104,10 +114,41 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     } else {
         (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
     };
+    // The same weights on the CPU, the same input: the GPU must give the CPU's map.
+    let rel_diff = match (args.check_cpu, last) {
+        (true, Some(map)) => {
+            let cpu = arch.synthetic::<f32>(0, 1000)?;
+            let want = attribute(&cpu, *method, &x, &target, &settings, true)?;
+            if want.values.shape() != map.values.shape() {
+                return Err(Error::shape(
+                    "the map on the CPU",
+                    format!("{:?}", want.values.shape()),
+                    format!("{:?}", map.values.shape()),
+                ));
+            }
+            let scale = want.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // A value that is not finite is as far off as can be (max() would drop NaN).
+            let diff = if map.values.iter().any(|v| !v.is_finite()) {
+                f32::INFINITY
+            } else {
+                (&map.values - &want.values)
+                    .iter()
+                    .fold(0f32, |m, v| m.max(v.abs()))
+            };
+            Some(diff / scale.max(f32::MIN_POSITIVE))
+        }
+        _ => None,
+    };
+    let gpu_peak_mb = placed
+        .peak_bytes
+        .as_ref()
+        .and_then(|f| f())
+        .map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0);
     println!(
         "{}",
         json!({
             "arch": arch.name(),
+            "device": placed.device,
             "method": method.name(),
             "batch": args.batch,
             "size": args.size,
@@ -115,6 +156,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "median_ms": (median * 100.0).round() / 100.0,
             "min_ms": (times[0] * 100.0).round() / 100.0,
             "peak_rss_mb": peak_rss_mb().map(|m| (m * 10.0).round() / 10.0),
+            "gpu_peak_mb": gpu_peak_mb,
+            "rel_diff": rel_diff,
         })
     );
     Ok(())

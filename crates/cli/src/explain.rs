@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use attrib_core::{AttributionMap, Error, LayerTap, MapLayout, Model, Result, Target};
-use attrib_dfdx::{imagenet, Network};
+use attrib_dfdx::imagenet;
 use attrib_viz::{render, Colormap, Panel};
 use clap::Args;
 use ndarray::Axis;
@@ -75,12 +75,17 @@ pub struct ExplainArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the network runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = inputs::Device::Cpu)]
+    pub device: inputs::Device,
 }
 
 pub fn explain(args: ExplainArgs) -> Result<()> {
     let target = parse_target(&args.target)?;
     let colormap = parse_colormap(&args.colormap)?;
     let (arch, net) = inputs::load_model(&args.source.arch, &args.source.weights)?;
+    let placed = inputs::on_device(net, args.device)?;
+    let net = placed.net;
     // The groups leave CAM out where the network has no GAP + linear head.
     let methods = parse_methods(&args.methods, net.linear_head().is_some())?;
     let settings = Settings::from_args(&args.options, 16, 8)?;
@@ -192,6 +197,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         .collect();
     let summary = json!({
         "arch": arch.name(),
+        "device": placed.device,
         "methods": methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "params": params,
         "layers": layers,
@@ -204,8 +210,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
 
 /// The layer each map is at (`null` for maps in input space that use no layer), and
 /// warnings about layers that make a method's map say little.
-fn layers_and_warnings(
-    net: &Network<f32>,
+fn layers_and_warnings<M: LayerTap<f32>>(
+    net: &M,
     methods: &[Method],
     maps: &[AttributionMap<f32>],
     s: &Settings,

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use attrib_core::{Error, Model, Result};
+use attrib_core::{Error, LayerTap, Model, Result};
 use attrib_dfdx::{imagenet, Arch, Network};
 use clap::Args;
 use ndarray::{Array2, Array3, Array4, Axis, Ix4};
@@ -26,6 +26,62 @@ pub struct Source {
     /// Image side after resizing (1 to 4096).
     #[arg(long, default_value_t = 224)]
     pub size: usize,
+}
+
+/// Where a classifier runs (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU backend (all cores).
+    #[default]
+    Cpu,
+    /// GPU 0, through CUDA (needs a build with `--features cuda` and the NVIDIA
+    /// driver; cuBLAS and NVRTC are loaded at run time).
+    Cuda,
+}
+
+/// A classifier placed on its device.
+pub struct Placed {
+    /// The model every method runs on.
+    pub net: Box<dyn LayerTap<f32>>,
+    /// The device, in words.
+    pub device: String,
+    /// Peak device memory in bytes so far, on a GPU.
+    pub peak_bytes: Option<Box<dyn Fn() -> Option<usize>>>,
+}
+
+/// `net` on `device`: as it is on the CPU; on CUDA, the same network run by the GPU
+/// executor (`attrib_dfdx::gpu`).
+pub fn on_device(net: Network<f32>, device: Device) -> Result<Placed> {
+    match device {
+        Device::Cpu => Ok(Placed {
+            net: Box::new(net),
+            device: "cpu".into(),
+            peak_bytes: None,
+        }),
+        Device::Cuda => on_cuda(net),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn on_cuda(net: Network<f32>) -> Result<Placed> {
+    use attrib_dfdx::gpu::{CudaApi, GpuApi, GpuNetwork};
+    use std::sync::Arc;
+    let api = Arc::new(CudaApi::new(0)?);
+    let device = api.describe();
+    let stats = api.clone();
+    Ok(Placed {
+        net: Box::new(GpuNetwork::new(net, api)?),
+        device,
+        peak_bytes: Some(Box::new(move || stats.peak_bytes())),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn on_cuda(_: Network<f32>) -> Result<Placed> {
+    Err(Error::unsupported(
+        "--device cuda",
+        "this attrib was built without the GPU path; build it with `cargo build --release --features cuda` (no CUDA toolkit needed)",
+    ))
 }
 
 /// The batch to explain.

@@ -253,6 +253,88 @@ pub trait LayerTap<F: Scalar>: Model<F> {
     }
 }
 
+/// A boxed model is the model: so a program can choose the device (or backend) at run
+/// time and hand `Box<dyn LayerTap<F>>` to any method. Every method forwards,
+/// including the ones with defaults, so the inner model's own answers are kept.
+impl<F: Scalar, M: Model<F> + ?Sized> Model<F> for Box<M> {
+    fn input_shape(&self) -> [usize; 3] {
+        (**self).input_shape()
+    }
+
+    fn num_outputs(&self) -> usize {
+        (**self).num_outputs()
+    }
+
+    fn forward(&self, input: ArrayView4<F>) -> Result<Array2<F>> {
+        (**self).forward(input)
+    }
+
+    fn backward(&self, req: &BackwardRequest<'_, F>) -> Result<BackwardOutput<F>> {
+        (**self).backward(req)
+    }
+
+    fn forward_items(&self, input: ArrayView4<F>, items: &[usize]) -> Result<Array2<F>> {
+        (**self).forward_items(input, items)
+    }
+
+    fn backward_items(
+        &self,
+        req: &BackwardRequest<'_, F>,
+        items: &[usize],
+    ) -> Result<BackwardOutput<F>> {
+        (**self).backward_items(req, items)
+    }
+}
+
+impl<F: Scalar, M: LayerTap<F> + ?Sized> LayerTap<F> for Box<M> {
+    fn layers(&self) -> Vec<LayerInfo> {
+        (**self).layers()
+    }
+
+    fn default_layer(&self) -> String {
+        (**self).default_layer()
+    }
+
+    fn activations(
+        &self,
+        input: ArrayView4<F>,
+        layers: &[String],
+    ) -> Result<(Array2<F>, Vec<Array4<F>>)> {
+        (**self).activations(input, layers)
+    }
+
+    fn activations_items(
+        &self,
+        input: ArrayView4<F>,
+        layers: &[String],
+        items: &[usize],
+    ) -> Result<(Array2<F>, Vec<Array4<F>>)> {
+        (**self).activations_items(input, layers, items)
+    }
+
+    fn forward_from(
+        &self,
+        input: ArrayView4<F>,
+        layer: &str,
+        activations: ArrayView4<F>,
+        items: &[usize],
+    ) -> Result<Array2<F>> {
+        (**self).forward_from(input, layer, activations, items)
+    }
+
+    fn linear_head(&self) -> Option<LinearHead<F>> {
+        (**self).linear_head()
+    }
+
+    fn rectifiers_above(&self, layer: &str) -> Result<bool> {
+        (**self).rectifiers_above(layer)
+    }
+
+    fn check_layer(&self, name: &str) -> Result<LayerInfo> {
+        (**self).check_layer(name)
+    }
+}
+
 /// Checks what every backend must reject before computing: an empty batch, the wrong
 /// number of channels, a zero-sized image, and NaN or infinite values.
 pub fn check_input<F: Scalar>(input: &ArrayView4<F>, channels: usize) -> Result<()> {

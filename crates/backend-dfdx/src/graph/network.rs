@@ -21,9 +21,9 @@ use crate::{Elem, KernelDevice};
 pub struct ValueId(usize);
 
 #[derive(Debug, Clone)]
-struct Node<E> {
-    layer: Layer<E>,
-    inputs: Vec<usize>,
+pub(crate) struct Node<E> {
+    pub(crate) layer: Layer<E>,
+    pub(crate) inputs: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -362,12 +362,12 @@ impl<E: Elem> NetworkBuilder<E> {
 #[derive(Debug, Clone)]
 pub struct Network<E: Elem, D: KernelDevice<E> = Cpu> {
     device: D,
-    input_shape: [usize; 3],
-    nodes: Vec<Node<E>>,
-    shapes: Vec<[usize; 3]>,
+    pub(crate) input_shape: [usize; 3],
+    pub(crate) nodes: Vec<Node<E>>,
+    pub(crate) shapes: Vec<[usize; 3]>,
     names: Vec<Name>,
     default_layer: String,
-    last_use: Vec<usize>,
+    pub(crate) last_use: Vec<usize>,
     /// For a convolution whose only consumer is a batch norm: the two folded into one
     /// convolution, used when neither output is tapped (inference needs no separate
     /// normalisation pass).
@@ -386,7 +386,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         &self.device
     }
 
-    fn value_of(&self, name: &str) -> Result<usize> {
+    pub(crate) fn value_of(&self, name: &str) -> Result<usize> {
         self.names
             .iter()
             .find(|n| n.name == name)
@@ -479,28 +479,8 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
                     self.expand_rows(&mut values, &of_row)?;
                 }
             }
-            // Fold conv + batch norm when the conv's output is neither tapped nor the
-            // point where recording starts.
-            let folded = self.folded[i]
-                .as_ref()
-                .filter(|_| !keep.contains(&(i + 1)) && (i + 1 >= record_from) == recorded);
-            let produced = if folded.is_some() { i + 2 } else { i + 1 };
-            // Fuse the rectifier that alone consumes this value (the node right after
-            // it) into a convolution or add, when the value is not tapped and both
-            // sit on the same side of where recording starts.
-            let act = self.fusable[produced]
-                .filter(|_| {
-                    matches!(folded.unwrap_or(&node.layer), Layer::Conv2d(_) | Layer::Add)
-                        && !keep.contains(&produced)
-                        && !capture.iter().any(|(cv, _)| *cv == produced)
-                        && (produced >= record_from) == recorded
-                })
-                .map(|kind| ops::Fused { kind, rule });
-            let v = if act.is_some() {
-                produced + 1
-            } else {
-                produced
-            };
+            let captured = |v: usize| capture.iter().any(|(cv, _)| *cv == v);
+            let (folded, act, v) = self.plan_step(i, rule, record_from, keep, captured);
             let out = {
                 let ins: Vec<&Tensor4<E, D>> = node
                     .inputs
@@ -541,6 +521,48 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         }
         debug_assert!(values[last].is_some());
         Ok(values)
+    }
+
+    /// Node `i` folded with the batch norm after it, if the pair can fold.
+    pub(crate) fn folded_layer(&self, i: usize) -> Option<&Layer<E>> {
+        self.folded[i].as_ref()
+    }
+
+    /// How node `i` runs in a pass recorded from node `record_from`: the conv + batch
+    /// norm pair folded into one convolution (when the conv's output is neither kept
+    /// nor where recording starts), the rectifier fused into the op (when it alone
+    /// consumes the value, which is neither kept nor captured, and both sit on the
+    /// same side of where recording starts), and the value the step produces. Every
+    /// executor (the tape here, the GPU's) plans its steps with this one rule.
+    pub(crate) fn plan_step(
+        &self,
+        i: usize,
+        rule: Rectifier,
+        record_from: usize,
+        keep: &HashSet<usize>,
+        captured: impl Fn(usize) -> bool,
+    ) -> (Option<&Layer<E>>, Option<ops::Fused>, usize) {
+        let recorded = i >= record_from;
+        let folded = self.folded[i]
+            .as_ref()
+            .filter(|_| !keep.contains(&(i + 1)) && (i + 1 >= record_from) == recorded);
+        let produced = if folded.is_some() { i + 2 } else { i + 1 };
+        let act = self.fusable[produced]
+            .filter(|_| {
+                matches!(
+                    folded.unwrap_or(&self.nodes[i].layer),
+                    Layer::Conv2d(_) | Layer::Add
+                ) && !keep.contains(&produced)
+                    && !captured(produced)
+                    && (produced >= record_from) == recorded
+            })
+            .map(|kind| ops::Fused { kind, rule });
+        let v = if act.is_some() {
+            produced + 1
+        } else {
+            produced
+        };
+        (folded, act, v)
     }
 
     /// The rows `rows` of `t`, in that order (untraced).
