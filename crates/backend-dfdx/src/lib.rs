@@ -36,7 +36,8 @@ pub use zoo::imagenet;
 pub use device::{Elem, KernelDevice};
 pub use dfdx::tensor::Cpu;
 pub use graph::{
-    BatchNorm2d, Conv2d, Head, Identity, Layer, Linear, Network, NetworkBuilder, ValueId, WithHead,
+    BatchNorm2d, Conv2d, Executor, Head, Identity, Layer, Linear, Network, NetworkBuilder, ValueId,
+    WithHead,
 };
 pub use ops::{Conv2dConfig, Padding, Pool2dConfig};
 pub use weights::{ParamKind, ParamSource, Recording, StrictWeights, Synthetic, WeightMap};

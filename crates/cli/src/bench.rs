@@ -9,7 +9,7 @@ use clap::Args;
 use ndarray::Array4;
 use serde_json::json;
 
-use crate::inputs::{on_device, Device};
+use crate::inputs::Device;
 use crate::methods::{attribute, parse_methods, MethodArgs, Settings};
 
 /// Arguments of `attrib bench`.
@@ -90,8 +90,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         ));
     }
     let arch: Arch = args.arch.parse()?;
-    let placed = on_device(arch.synthetic::<f32>(0, 1000)?, args.device)?;
-    let net = &placed.net;
+    let device = args.device.open()?;
+    let net = &device.place(arch.synthetic::<f32>(0, 1000)?)?;
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(n, c, i, j)| {
         (((n * 7 + c * 13 + i * 3 + j * 5) % 29) as f32 / 29.0 - 0.5) * 2.0
     });
@@ -139,16 +139,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
         _ => None,
     };
-    let gpu_peak_mb = placed
-        .peak_bytes
-        .as_ref()
-        .and_then(|f| f())
+    let gpu_peak_mb = device
+        .peak_bytes()
         .map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0);
     println!(
         "{}",
         json!({
             "arch": arch.name(),
-            "device": placed.device,
+            "device": device.describe(),
             "method": method.name(),
             "batch": args.batch,
             "size": args.size,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use attrib_core::{Error, Model, Result, Target};
 use attrib_dfdx::zoo::show_and_tell::ShowAndTell;
 use attrib_dfdx::zoo::text::Vocab;
+use attrib_dfdx::{Cpu, Executor};
 use attrib_viz::{render as viz, Colormap, Panel};
 use clap::Args;
 use ndarray::{s, Array2, Array4, Axis};
@@ -68,6 +69,10 @@ pub struct CaptionArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the CNN runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    /// The LSTM, embedding and RoI part stays on the CPU.
+    #[arg(long, value_enum, default_value_t = inputs::Device::Cpu)]
+    pub device: inputs::Device,
 }
 
 /// What each image's caption is and which of its words are explained.
@@ -125,7 +130,15 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
     };
     let batch = inputs::load_batch(&source, 3)?;
     let mut out = Outputs::default();
-    let summary = run(&model, &vocab, &batch, &opts, &mut out, &args.out)?;
+    let job = Job {
+        model: &model,
+        vocab: &vocab,
+        batch: &batch,
+        opts: &opts,
+        out: &mut out,
+        out_dir: &args.out,
+    };
+    let summary = args.device.open()?.run_on(&model.encoder, job)?;
     out.commit(&args.out)?;
     for item in summary["items"].as_array().into_iter().flatten() {
         let unknown: Vec<&str> = item["unknown"]
@@ -146,10 +159,37 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
     Ok(())
 }
 
+/// [`run`] as work for a device.
+struct Job<'a> {
+    model: &'a ShowAndTell<f32>,
+    vocab: &'a Vocab,
+    batch: &'a Batch,
+    opts: &'a CaptionOptions,
+    out: &'a mut Outputs,
+    out_dir: &'a std::path::Path,
+}
+
+impl inputs::OnTrunk for Job<'_> {
+    type Output = Value;
+    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Value> {
+        run(
+            self.model,
+            trunk,
+            self.vocab,
+            self.batch,
+            self.opts,
+            self.out,
+            self.out_dir,
+        )
+    }
+}
+
 /// Captions (given or generated) and explains every image of `batch`, staging the
-/// files in `out` (named as they will be in `out_dir`); returns the JSON summary.
-pub fn run(
+/// files in `out` (named as they will be in `out_dir`); returns the JSON summary. The
+/// explanations run the encoder on `trunk` (the model's own, or its copy on a GPU).
+pub fn run<N: Executor<f32, Cpu>>(
     model: &ShowAndTell<f32>,
+    trunk: &N,
     vocab: &Vocab,
     batch: &Batch,
     opts: &CaptionOptions,
@@ -221,6 +261,7 @@ pub fn run(
     for (i, item) in items.iter().enumerate() {
         summary.push(explain_item(
             model,
+            trunk,
             batch,
             i,
             item,
@@ -271,8 +312,9 @@ fn generate(
 /// Explains one image's words and caption with every method, in one batched pass
 /// per method (a copy of the image per explained word, and one for the caption).
 #[allow(clippy::too_many_arguments)]
-fn explain_item(
+fn explain_item<N: Executor<f32, Cpu>>(
     model: &ShowAndTell<f32>,
+    trunk: &N,
     batch: &Batch,
     i: usize,
     item: &Item,
@@ -290,7 +332,9 @@ fn explain_item(
     let one = batch.x.slice(s![i..i + 1, .., .., ..]);
     let x: Array4<f32> = ndarray::concatenate(Axis(0), &vec![one; rows])
         .map_err(|e| Error::Backend(e.to_string()))?;
-    let conditioned = model.conditioned(&vec![item.tokens.clone(); rows])?;
+    let conditioned = model
+        .conditioned(&vec![item.tokens.clone(); rows])?
+        .on(trunk);
     let mut seed = Array2::<f32>::zeros((rows, outputs));
     for (r, &w) in item.explained.iter().enumerate() {
         seed[[r, w]] = 1.0;
@@ -299,6 +343,7 @@ fn explain_item(
     let target = Target::Seed(seed);
     let log_probs = model
         .conditioned(std::slice::from_ref(&item.tokens))?
+        .on(trunk)
         .forward(one)?;
     let mut headers = vec!["original".to_string()];
     headers.extend(item.explained.iter().map(|&w| item.words[w].clone()));

@@ -271,7 +271,15 @@ fn caption_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Resul
         npy: false,
         quiet: args.quiet,
     };
-    let summary = caption::run(&model, &vocab, &batch, &opts, out, &args.out)?;
+    let summary = caption::run(
+        &model,
+        &model.encoder,
+        &vocab,
+        &batch,
+        &opts,
+        out,
+        &args.out,
+    )?;
     let mut html = page_head("attrib demo: explaining a captioner (CNN+LSTM) word by word");
     html.push_str("<p>Show and Tell (the PyTorch tutorial's encoder/decoder layout) trained by <code>tools/reference/train_captioner.py</code> on synthetic scenes of two shapes; held-out scenes. Each column explains one word of the model's own caption (the gradient of its log-probability), the last the whole caption. Grad-CAM at the trunk's last rectified map, and Guided Grad-CAM.</p>\n");
     for item in summary["items"].as_array().into_iter().flatten() {
@@ -329,7 +337,9 @@ fn vqa_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Result<Va
             npy: false,
             quiet: args.quiet,
         };
-        let summary = vqa::run(&model, &vocab, &answers, &batch, &opts, out, &args.out)?;
+        let summary = vqa::run(
+            &model, &model.cnn, &vocab, &answers, &batch, &opts, out, &args.out,
+        )?;
         html.push_str(&format!("<h2>{question}</h2>\n"));
         for item in summary["items"].as_array().into_iter().flatten() {
             html.push_str(&format!(
@@ -396,7 +406,7 @@ fn densecap_page(args: &DemoArgs, colormap: Colormap, out: &mut Outputs) -> Resu
         npy: false,
         quiet: args.quiet,
     };
-    let summary = dense_caption::run(&model, &vocab, &batch, &opts, out, &args.out)?;
+    let summary = dense_caption::run(&model, &model.trunk, &vocab, &batch, &opts, out, &args.out)?;
     let mut html = page_head("attrib demo: explaining a dense captioner (FCLN) region by region");
     html.push_str("<p>DenseCap's Fully Convolutional Localization Network (Johnson, Karpathy &amp; Fei-Fei) at small scale, trained by <code>tools/reference/densecap.py</code> on synthetic scenes of captioned shapes; held-out scenes. First the model's four best proposals with their captions, then each region's caption explained (the gradient of its log-probability, the box a constant) with Grad-CAM at the trunk's last rectified map and Guided Grad-CAM. The trunk runs once per scene for all its regions' Grad-CAMs.</p>\n");
     for item in summary["items"].as_array().into_iter().flatten() {

@@ -8,6 +8,7 @@ use attrib_core::{Error, Model, Result, Target};
 use attrib_dfdx::kernels::boxes::Box4;
 use attrib_dfdx::zoo::densecap::{DenseCap, Proposals};
 use attrib_dfdx::zoo::text::Vocab;
+use attrib_dfdx::{Cpu, Executor};
 use attrib_viz::render::{draw_box, draw_label};
 use attrib_viz::{render as viz, Colormap, Panel};
 use clap::Args;
@@ -85,6 +86,10 @@ pub struct DenseCaptionArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the CNN runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    /// The LSTM, embedding and RoI part stays on the CPU.
+    #[arg(long, value_enum, default_value_t = inputs::Device::Cpu)]
+    pub device: inputs::Device,
 }
 
 fn parse_box(s: &str) -> std::result::Result<Box4, String> {
@@ -190,7 +195,15 @@ pub fn dense_caption(args: DenseCaptionArgs) -> Result<()> {
     };
     let batch = inputs::load_batch(&source, 3)?;
     let mut out = Outputs::default();
-    let summary = run(&model, &vocab, &batch, &opts, &mut out, &args.out)?;
+    let job = Job {
+        model: &model,
+        vocab: &vocab,
+        batch: &batch,
+        opts: &opts,
+        out: &mut out,
+        out_dir: &args.out,
+    };
+    let summary = args.device.open()?.run_on(&model.trunk, job)?;
     out.text(
         "dense-caption.json".into(),
         serde_json::to_string_pretty(&summary).map_err(|e| Error::Backend(e.to_string()))? + "\n",
@@ -200,10 +213,38 @@ pub fn dense_caption(args: DenseCaptionArgs) -> Result<()> {
     Ok(())
 }
 
+/// [`run`] as work for a device.
+struct Job<'a> {
+    model: &'a DenseCap<f32>,
+    vocab: &'a Vocab,
+    batch: &'a Batch,
+    opts: &'a DenseCaptionOptions,
+    out: &'a mut Outputs,
+    out_dir: &'a Path,
+}
+
+impl inputs::OnTrunk for Job<'_> {
+    type Output = Value;
+    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Value> {
+        run(
+            self.model,
+            trunk,
+            self.vocab,
+            self.batch,
+            self.opts,
+            self.out,
+            self.out_dir,
+        )
+    }
+}
+
 /// Proposes, captions and explains the regions of every image of `batch`, staging
 /// the files in `out` (named as they will be in `out_dir`); returns the JSON summary.
-pub fn run(
+/// The explanations run the trunk on `trunk` (the model's own, or its copy on a GPU);
+/// proposals and recognition run on the CPU.
+pub fn run<N: Executor<f32, Cpu>>(
     model: &DenseCap<f32>,
+    trunk: &N,
     vocab: &Vocab,
     batch: &Batch,
     opts: &DenseCaptionOptions,
@@ -349,7 +390,7 @@ pub fn run(
             });
         }
         items.push(explain_image(
-            model, batch, i, &regions, opts, vocab, out, out_dir,
+            model, trunk, batch, i, &regions, opts, vocab, out, out_dir,
         )?);
     }
     Ok(json!({
@@ -392,8 +433,9 @@ fn figure(photo: &ndarray::Array3<f32>, regions: &[Region]) -> RgbImage {
 /// one batched pass per method, one row per region and explained word, all rows the
 /// same image (so the trunk below the first recorded layer runs once).
 #[allow(clippy::too_many_arguments)]
-fn explain_image(
+fn explain_image<N: Executor<f32, Cpu>>(
     model: &DenseCap<f32>,
+    trunk: &N,
     batch: &Batch,
     i: usize,
     regions: &[Region],
@@ -414,7 +456,7 @@ fn explain_image(
         .iter()
         .map(|&(r, _)| (regions[r].bbox, regions[r].tokens.clone()))
         .collect();
-    let conditioned = model.conditioned(&queries)?;
+    let conditioned = model.conditioned(&queries)?.on(trunk);
     let outputs = queries.iter().map(|q| q.1.len() - 1).max().unwrap_or(0);
     let mut seed = Array2::<f32>::zeros((rows.len(), outputs));
     for (j, &(r, word)) in rows.iter().enumerate() {

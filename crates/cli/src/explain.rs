@@ -84,8 +84,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     let target = parse_target(&args.target)?;
     let colormap = parse_colormap(&args.colormap)?;
     let (arch, net) = inputs::load_model(&args.source.arch, &args.source.weights)?;
-    let placed = inputs::on_device(net, args.device)?;
-    let net = placed.net;
+    let device = args.device.open()?;
+    let net = device.place(net)?;
     // The groups leave CAM out where the network has no GAP + linear head.
     let methods = parse_methods(&args.methods, net.linear_head().is_some())?;
     let settings = Settings::from_args(&args.options, 16, 8)?;
@@ -197,7 +197,7 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         .collect();
     let summary = json!({
         "arch": arch.name(),
-        "device": placed.device,
+        "device": device.describe(),
         "methods": methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "params": params,
         "layers": layers,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use attrib_core::{Error, LayerTap, Model, Result};
-use attrib_dfdx::{imagenet, Arch, Network};
+use attrib_dfdx::{imagenet, Arch, Cpu, Executor, Network};
 use clap::Args;
 use ndarray::{Array2, Array3, Array4, Axis, Ix4};
 use serde_json::{json, Value};
@@ -39,45 +39,92 @@ pub enum Device {
     Cuda,
 }
 
-/// A classifier placed on its device.
-pub struct Placed {
-    /// The model every method runs on.
-    pub net: Box<dyn LayerTap<f32>>,
-    /// The device, in words.
-    pub device: String,
-    /// Peak device memory in bytes so far, on a GPU.
-    pub peak_bytes: Option<Box<dyn Fn() -> Option<usize>>>,
+impl Device {
+    /// Opens the device once (on CUDA: the GPU, cuBLAS and the compiled kernels), for
+    /// every network a command places on it.
+    pub fn open(self) -> Result<Opened> {
+        match self {
+            Device::Cpu => Ok(Opened::Cpu),
+            Device::Cuda => open_cuda(),
+        }
+    }
 }
 
-/// `net` on `device`: as it is on the CPU; on CUDA, the same network run by the GPU
-/// executor (`attrib_dfdx::gpu`).
-pub fn on_device(net: Network<f32>, device: Device) -> Result<Placed> {
-    match device {
-        Device::Cpu => Ok(Placed {
-            net: Box::new(net),
-            device: "cpu".into(),
-            peak_bytes: None,
-        }),
-        Device::Cuda => on_cuda(net),
+/// An opened [`Device`].
+pub enum Opened {
+    /// The CPU backend.
+    Cpu,
+    /// A GPU.
+    #[cfg(feature = "cuda")]
+    Cuda(std::sync::Arc<attrib_dfdx::gpu::CudaApi>),
+}
+
+impl Opened {
+    /// `net` on this device: as it is on the CPU; on a GPU, the same network run by
+    /// the GPU executor (`attrib_dfdx::gpu`).
+    pub fn place(&self, net: Network<f32>) -> Result<Box<dyn LayerTap<f32>>> {
+        match self {
+            Opened::Cpu => Ok(Box::new(net)),
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(api) => Ok(Box::new(attrib_dfdx::gpu::GpuNetwork::new(
+                net,
+                api.clone(),
+            )?)),
+        }
+    }
+
+    /// The device, in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Opened::Cpu => "cpu".into(),
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(api) => attrib_dfdx::gpu::GpuApi::describe(&**api),
+        }
+    }
+
+    /// Peak device memory in bytes so far, on a GPU.
+    pub fn peak_bytes(&self) -> Option<usize> {
+        match self {
+            Opened::Cpu => None,
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(api) => attrib_dfdx::gpu::GpuApi::peak_bytes(&**api),
+        }
+    }
+}
+
+/// Work that runs on a network's executor, whichever device holds it: a command's
+/// body, generic over the executor (one function cannot take a generic closure).
+pub trait OnTrunk {
+    /// What the work returns.
+    type Output;
+    /// Runs the work with `trunk` executing the network.
+    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Self::Output>;
+}
+
+impl Opened {
+    /// Runs `job` with `net` on this device: the network itself on the CPU, the GPU
+    /// executor's copy of it on a GPU (a head above it stays on the CPU).
+    pub fn run_on<T: OnTrunk>(&self, net: &Network<f32>, job: T) -> Result<T::Output> {
+        match self {
+            Opened::Cpu => job.run(net),
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(api) => job.run(&attrib_dfdx::gpu::GpuNetwork::new(
+                net.clone(),
+                api.clone(),
+            )?),
+        }
     }
 }
 
 #[cfg(feature = "cuda")]
-fn on_cuda(net: Network<f32>) -> Result<Placed> {
-    use attrib_dfdx::gpu::{CudaApi, GpuApi, GpuNetwork};
-    use std::sync::Arc;
-    let api = Arc::new(CudaApi::new(0)?);
-    let device = api.describe();
-    let stats = api.clone();
-    Ok(Placed {
-        net: Box::new(GpuNetwork::new(net, api)?),
-        device,
-        peak_bytes: Some(Box::new(move || stats.peak_bytes())),
-    })
+fn open_cuda() -> Result<Opened> {
+    Ok(Opened::Cuda(std::sync::Arc::new(
+        attrib_dfdx::gpu::CudaApi::new(0)?,
+    )))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn on_cuda(_: Network<f32>) -> Result<Placed> {
+fn open_cuda() -> Result<Opened> {
     Err(Error::unsupported(
         "--device cuda",
         "this attrib was built without the GPU path; build it with `cargo build --release --features cuda` (no CUDA toolkit needed)",
@@ -265,10 +312,14 @@ pub struct PredictArgs {
     /// How many classes to list.
     #[arg(long, default_value_t = 5)]
     pub topk: usize,
+    /// Where the network runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {
     let (arch, net) = load_model(&args.source.arch, &args.source.weights)?;
+    let net = args.device.open()?.place(net)?;
     let batch = load_batch(&args.source, net.input_shape()[0])?;
     let probs = softmax(&net.forward(batch.x.view())?);
     let items: Vec<Value> = top_k(&probs, args.topk.max(1))

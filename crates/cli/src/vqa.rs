@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use attrib_core::{Error, Model, Result, Target};
 use attrib_dfdx::zoo::text::Vocab;
 use attrib_dfdx::zoo::vqa::Vqa;
+use attrib_dfdx::{Cpu, Executor};
 use attrib_viz::{render as viz, Colormap, Panel};
 use clap::Args;
 use ndarray::Axis;
@@ -63,6 +64,10 @@ pub struct VqaArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the CNN runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    /// The LSTM, embedding and RoI part stays on the CPU.
+    #[arg(long, value_enum, default_value_t = inputs::Device::Cpu)]
+    pub device: inputs::Device,
 }
 
 /// The answer list: one per line.
@@ -125,7 +130,16 @@ pub fn vqa(args: VqaArgs) -> Result<()> {
     };
     let batch = inputs::load_batch(&source, 3)?;
     let mut out = Outputs::default();
-    let summary = run(&model, &vocab, &answers, &batch, &opts, &mut out, &args.out)?;
+    let job = Job {
+        model: &model,
+        vocab: &vocab,
+        answers: &answers,
+        batch: &batch,
+        opts: &opts,
+        out: &mut out,
+        out_dir: &args.out,
+    };
+    let summary = args.device.open()?.run_on(&model.cnn, job)?;
     out.commit(&args.out)?;
     let unknown: Vec<&str> = summary["unknown"]
         .as_array()
@@ -143,11 +157,40 @@ pub fn vqa(args: VqaArgs) -> Result<()> {
     Ok(())
 }
 
+/// [`run`] as work for a device.
+struct Job<'a> {
+    model: &'a Vqa<f32>,
+    vocab: &'a Vocab,
+    answers: &'a [String],
+    batch: &'a Batch,
+    opts: &'a VqaOptions,
+    out: &'a mut Outputs,
+    out_dir: &'a std::path::Path,
+}
+
+impl inputs::OnTrunk for Job<'_> {
+    type Output = Value;
+    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Value> {
+        let Job {
+            model,
+            vocab,
+            answers,
+            batch,
+            opts,
+            out,
+            out_dir,
+        } = self;
+        run(model, trunk, vocab, answers, batch, opts, out, out_dir)
+    }
+}
+
 /// Answers `opts.question` for every image of `batch` and explains the answer,
 /// staging the files in `out` (named as they will be in `out_dir`); returns the JSON
-/// summary.
-pub fn run(
+/// summary. The CNN runs on `trunk` (the model's own, or its copy on a GPU).
+#[allow(clippy::too_many_arguments)]
+pub fn run<N: Executor<f32, Cpu>>(
     model: &Vqa<f32>,
+    trunk: &N,
     vocab: &Vocab,
     answers: &[String],
     batch: &Batch,
@@ -178,7 +221,7 @@ pub fn run(
     }
     let q = vocab.tokenize(&opts.question, "--question")?;
     let n = batch.stems.len();
-    let conditioned = model.conditioned(&vec![q.ids.clone(); n])?;
+    let conditioned = model.conditioned(&vec![q.ids.clone(); n])?.on(trunk);
     let scores = conditioned.forward(batch.x.view())?;
     let target = if opts.answer == "top1" {
         Target::TopPredicted

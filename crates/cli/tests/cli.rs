@@ -351,6 +351,133 @@ fn bench_prints_one_json_line() {
     assert_eq!(j["threads"], 1);
     assert_eq!(j["batch"], 2);
     assert!(j["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["device"], "cpu");
+    assert!(j["rel_diff"].is_null() && j["gpu_peak_mb"].is_null(), "{j}");
+    // --check-cpu on the CPU: the same computation twice, no difference.
+    let j = ok_json(attrib(&[
+        "bench",
+        "--arch",
+        "resnet18",
+        "--method",
+        "guided-grad-cam",
+        "--size",
+        "32",
+        "--iters",
+        "1",
+        "--check-cpu",
+    ]));
+    assert_eq!(j["rel_diff"].as_f64(), Some(0.0), "{j}");
+}
+
+/// `--device cuda` where it cannot run (a build without the GPU path, or no driver):
+/// one line saying why, a failing exit, and no output folder.
+#[test]
+fn device_cuda_fails_cleanly_without_a_gpu() {
+    let dir = tmp("device");
+    let out = dir.join("out");
+    let w = weights().display().to_string();
+    let c = chelsea();
+    for args in [
+        vec![
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            &w,
+            "--image",
+            &c,
+            "--size",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--device",
+            "cuda",
+        ],
+        vec![
+            "predict",
+            "--arch",
+            "resnet18",
+            "--weights",
+            &w,
+            "--image",
+            &c,
+            "--size",
+            "32",
+            "--device",
+            "cuda",
+        ],
+        vec![
+            "bench", "--arch", "resnet18", "--method", "saliency", "--size", "32", "--device",
+            "cuda",
+        ],
+    ] {
+        let r = attrib(&args);
+        assert!(!r.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(
+                "built without the GPU path; build it with `cargo build --release --features cuda`"
+            ) || err.contains("libcuda.so (the NVIDIA driver) was not found"),
+            "{err}"
+        );
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // The CNN + LSTM commands: the CNN would run on the GPU, the rest on the CPU.
+    let (m, img) = (
+        root().join("assets/models"),
+        root().join("fixtures/pointing/vqa/0.png"),
+    );
+    let p = |rel: &str| m.join(rel).display().to_string();
+    let (o, img) = (out.to_str().unwrap(), img.to_str().unwrap());
+    let common = ["--image", img, "--out", o, "--quiet", "--device", "cuda"];
+    let cnn_lstm: [Vec<String>; 3] = [
+        vec![
+            "caption".into(),
+            "--encoder".into(),
+            p("captioner/encoder.pth"),
+            "--decoder".into(),
+            p("captioner/decoder.pth"),
+            "--vocab".into(),
+            p("captioner/vocab.txt"),
+        ],
+        vec![
+            "vqa".into(),
+            "--weights".into(),
+            p("vqa/vqa.pth"),
+            "--questions".into(),
+            p("vqa/questions.txt"),
+            "--answers".into(),
+            p("vqa/answers.txt"),
+            "--question".into(),
+            "What shape is in the image?".into(),
+        ],
+        vec![
+            "dense-caption".into(),
+            "--weights".into(),
+            p("densecap/densecap.safetensors"),
+            "--vocab".into(),
+            p("densecap/vocab.txt"),
+        ],
+    ];
+    for mut args in cnn_lstm {
+        args.extend(common.map(String::from));
+        let r = attrib(&args);
+        assert!(!r.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--features cuda") || err.contains("libcuda.so"),
+            "{err}"
+        );
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    let r = attrib(&[
+        "bench", "--arch", "resnet18", "--method", "saliency", "--device", "tpu",
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("invalid value 'tpu' for '--device"));
 }
 
 /// The demo and the pretrained model: needs the weights `scripts/fetch-weights` caches

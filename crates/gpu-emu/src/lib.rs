@@ -55,24 +55,14 @@ impl Drop for HostBuf {
     }
 }
 
-/// The emulated device. Counts launches and gemms, and the peak of live bytes.
+/// The emulated device (no memory statistics). Counts launches and gemms.
 #[derive(Default)]
 pub struct HostApi {
     lock: Mutex<()>,
-    live: AtomicUsize,
-    peak: AtomicUsize,
     /// Kernel launches so far.
     pub launches: AtomicUsize,
     /// Gemm calls so far.
     pub gemms: AtomicUsize,
-}
-
-impl HostApi {
-    fn count(&self, b: HostBuf) -> HostBuf {
-        let live = self.live.fetch_add(b.len * 4, Ordering::Relaxed) + b.len * 4;
-        self.peak.fetch_max(live, Ordering::Relaxed);
-        b
-    }
 }
 
 impl GpuApi for HostApi {
@@ -83,14 +73,14 @@ impl GpuApi for HostApi {
     }
 
     fn alloc(&self, len: usize) -> Result<HostBuf> {
-        Ok(self.count(HostBuf::new(vec![0.0; len.max(1)])))
+        Ok(HostBuf::new(vec![0.0; len.max(1)]))
     }
 
     fn upload(&self, data: &[f32]) -> Result<HostBuf> {
         if data.is_empty() {
             return self.alloc(0);
         }
-        Ok(self.count(HostBuf::new(data.to_vec())))
+        Ok(HostBuf::new(data.to_vec()))
     }
 
     fn download(&self, buf: &HostBuf) -> Result<Vec<f32>> {
@@ -118,26 +108,15 @@ impl GpuApi for HostApi {
         let _l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.gemms.fetch_add(1, Ordering::Relaxed);
         let (a, b, c) = (g.a as *const f32, g.b as *const f32, g.c as *mut f32);
+        // Element (i, p) of op(A) and (p, j) of op(B), as strides.
+        let (ai, ap) = if g.trans_a { (1, g.lda) } else { (g.lda, 1) };
+        let (bp, bj) = if g.trans_b { (1, g.ldb) } else { (g.ldb, 1) };
         for i in 0..g.m {
             for j in 0..g.n {
                 let mut s = 0.0f32;
                 for p in 0..g.k {
                     // SAFETY: the caller guarantees the matrices (see `GpuApi::gemm`).
-                    let (av, bv) = unsafe {
-                        (
-                            *a.add(if g.trans_a {
-                                p * g.lda + i
-                            } else {
-                                i * g.lda + p
-                            }),
-                            *b.add(if g.trans_b {
-                                j * g.ldb + p
-                            } else {
-                                p * g.ldb + j
-                            }),
-                        )
-                    };
-                    s += av * bv;
+                    s += unsafe { *a.add(i * ai + p * ap) * *b.add(p * bp + j * bj) };
                 }
                 // SAFETY: as above.
                 unsafe {
@@ -147,9 +126,5 @@ impl GpuApi for HostApi {
             }
         }
         Ok(())
-    }
-
-    fn peak_bytes(&self) -> Option<usize> {
-        Some(self.peak.load(Ordering::Relaxed))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use attrib_core::{Error, Result};
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
@@ -51,6 +51,21 @@ fn compile(arch: &'static str) -> Result<Ptx> {
         )),
         other => err("NVRTC", other),
     })
+}
+
+/// The kernels' PTX for compute capability `major.minor`, compiled on first use and
+/// kept for the process: every network and every device of one kind shares it.
+fn cached_ptx(major: i32, minor: i32) -> Result<String> {
+    static CACHE: Mutex<Vec<(i32, i32, String)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((.., ptx)) = cache.iter().find(|(a, b, _)| (*a, *b) == (major, minor)) {
+        return Ok(ptx.clone());
+    }
+    // NVRTC wants the architecture as a static string; one leak per architecture.
+    let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+    let ptx = compile(arch)?.to_src();
+    cache.push((major, minor, ptx.clone()));
+    Ok(ptx)
 }
 
 /// A device buffer that counts itself in its device's memory statistics.
@@ -99,16 +114,18 @@ impl CudaApi {
             ));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| err("opening the GPU", e))?;
+        // SAFETY: every buffer is allocated, used and freed on the one stream below, in
+        // issue order, so the events cudarc would record per use order nothing (and
+        // `ptr` would record one per kernel argument).
+        unsafe { ctx.disable_event_tracking() };
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| err("compute capability", e))?;
         let name = ctx.name().map_err(|e| err("device name", e))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(|e| err("cuBLAS", e))?;
-        static ARCH: OnceLock<String> = OnceLock::new();
-        let arch: &'static str = ARCH.get_or_init(|| format!("compute_{major}{minor}"));
         let module = ctx
-            .load_module(compile(arch)?)
+            .load_module(Ptx::from_src(cached_ptx(major, minor)?))
             .map_err(|e| err("loading the kernels", e))?;
         let functions = KERNEL_NAMES
             .iter()

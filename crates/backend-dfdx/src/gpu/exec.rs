@@ -13,14 +13,14 @@ use attrib_core::{
     check_input, BackwardOutput, BackwardRequest, Error, LayerInfo, LayerTap, LinearHead, Model,
     Rectifier, RectifierKind, Result, TapOutput,
 };
-use dfdx::tensor::Cpu;
+use dfdx::tensor::{Cpu, NoneTape, OwnedTape, PutTape};
 use ndarray::{Array2, Array4, ArrayView4};
 
 use super::{Args, Gemm, GpuApi};
-use crate::graph::Layer;
+use crate::graph::{shared_rows, Executor, Head, Identity, Layer};
 use crate::kernels::{ConvGeom, PoolGeom};
-use crate::ops::Fused;
-use crate::Network;
+use crate::ops::{self, backend, tensor4, Fused, Tensor4};
+use crate::{KernelDevice, Network};
 
 /// A network's parameters on the device, per node.
 enum Params<B> {
@@ -51,9 +51,11 @@ impl<B> Val<B> {
     }
 }
 
-/// The values of a pass (kept ones and the output; `None` where freed) and the
-/// steps it recorded.
-type Pass<B> = (Vec<Option<Val<B>>>, Vec<Step<B>>);
+/// The values of a pass: kept ones and the output, `None` where freed.
+type Values<B> = Vec<Option<Val<B>>>;
+
+/// The values of a pass and the steps it recorded.
+type Pass<B> = (Values<B>, Vec<Step<B>>);
 
 /// A layer's output and, for a max pool, its switches.
 type Produced<B> = (Val<B>, Option<B>);
@@ -236,18 +238,34 @@ impl<A: GpuApi> GpuNetwork<A> {
     fn run(
         &self,
         x: Val<A::Buf>,
+        host: &[f32],
         rule: Rectifier,
         record_from: usize,
         keep: &HashSet<usize>,
     ) -> Result<Pass<A::Buf>> {
         let net = &self.net;
         let mut values: Vec<Option<Val<A::Buf>>> = vec![None; net.shapes.len()];
-        values[0] = Some(x);
+        // Equal rows share the part of the pass nothing is recorded in, as on the CPU
+        // (`Network`'s executor says why this changes no value).
+        let mut shared = if record_from > 0 {
+            shared_rows(host, x.dims)
+        } else {
+            None
+        };
+        values[0] = Some(match &shared {
+            Some((distinct, _)) => self.gather_rows(&x, distinct)?,
+            None => x,
+        });
         let mut steps = Vec::new();
         let mut i = 0;
         while i < net.nodes.len() {
             let node = &net.nodes[i];
             let recorded = i >= record_from;
+            if recorded {
+                if let Some((_, of_row)) = shared.take() {
+                    self.expand_rows(&mut values, &of_row)?;
+                }
+            }
             let (folded, act, v) = net.plan_step(i, rule, record_from, keep, |_| false);
             let layer = folded.unwrap_or(&node.layer);
             let ins: Vec<Val<A::Buf>> = node
@@ -278,6 +296,11 @@ impl<A: GpuApi> GpuNetwork<A> {
                 });
             }
             values[v] = Some(out);
+            if v >= record_from {
+                if let Some((_, of_row)) = shared.take() {
+                    self.expand_rows(&mut values, &of_row)?;
+                }
+            }
             for &u in &node.inputs {
                 if net.last_use[u] == i && u != 0 && !keep.contains(&u) {
                     values[u] = None;
@@ -285,7 +308,29 @@ impl<A: GpuApi> GpuNetwork<A> {
             }
             i = v;
         }
+        if let Some((_, of_row)) = shared {
+            self.expand_rows(&mut values, &of_row)?;
+        }
         Ok((values, steps))
+    }
+
+    /// The rows `rows` of `v`, in that order.
+    fn gather_rows(&self, v: &Val<A::Buf>, rows: &[usize]) -> Result<Val<A::Buf>> {
+        let [_, c, h, w] = v.dims;
+        let idx: Vec<f32> = rows.iter().map(|&r| r as f32).collect();
+        let idx = self.api.upload(&idx)?;
+        let out = self.new_val([rows.len(), c, h, w])?;
+        let ptrs = [self.ptr(&out.buf), self.ptr(&v.buf), self.ptr(&idx)];
+        self.launch("gather_rows", out.len(), &ptrs, &[(c * h * w) as i64])?;
+        Ok(out)
+    }
+
+    /// Every live value, from one row per distinct input row to all rows.
+    fn expand_rows(&self, values: &mut [Option<Val<A::Buf>>], of_row: &[usize]) -> Result<()> {
+        for v in values.iter_mut().flatten() {
+            *v = self.gather_rows(v, of_row)?;
+        }
+        Ok(())
     }
 
     fn new_val(&self, dims: [usize; 4]) -> Result<Val<A::Buf>> {
@@ -517,14 +562,15 @@ impl<A: GpuApi> GpuNetwork<A> {
         self.launch("col2im", g.n * g.c_in * g.h * g.w, &[dx, pdcol], &ints)
     }
 
-    fn upload_input(&self, input: &ArrayView4<f32>) -> Result<Val<A::Buf>> {
+    fn upload_input(&self, input: &ArrayView4<f32>) -> Result<(Val<A::Buf>, Vec<f32>)> {
         check_input(input, self.net.input_shape[0])?;
         let (n, c, h, w) = input.dim();
         let data: Vec<f32> = input.iter().copied().collect();
-        Ok(Val {
+        let val = Val {
             buf: Arc::new(self.api.upload(&data)?),
             dims: [n, c, h, w],
-        })
+        };
+        Ok((val, data))
     }
 
     fn to_array4(&self, v: &Val<A::Buf>) -> Result<Array4<f32>> {
@@ -534,31 +580,47 @@ impl<A: GpuApi> GpuNetwork<A> {
             .map_err(|e| Error::Backend(format!("device buffer of {:?}: {e}", v.dims)))
     }
 
-    fn scores_of(&self, out: &Val<A::Buf>) -> Result<Array2<f32>> {
-        let [n, k, h, w] = out.dims;
-        if h != 1 || w != 1 {
-            return Err(Error::shape(
-                "network output",
-                "(N, K, 1, 1)",
-                format!("{:?}", out.dims),
-            ));
-        }
-        let data = self.api.download(&out.buf)?;
-        Array2::from_shape_vec((n, k), data).map_err(|e| Error::Backend(e.to_string()))
+    /// The network's output on the host, as the CPU head's input.
+    fn output_on_host(&self, values: &[Option<Val<A::Buf>>]) -> Result<Tensor4<f32, Cpu>> {
+        let out = values.last().and_then(Option::as_ref).expect("output kept");
+        tensor4(&Cpu::default(), self.api.download(&out.buf)?, out.dims)
     }
 
-    fn forward_pass(
+    /// The head's scores `(N, K)` from its `(N, K, 1, 1)` output, checked.
+    fn scores_of(&self, s: &Tensor4<f32, Cpu>, n: usize) -> Result<Array2<f32>> {
+        let [sn, k, h, w] = ops::dims(s);
+        if h != 1 || w != 1 || sn != n {
+            return Err(Error::shape(
+                "head scores",
+                format!("({n}, K, 1, 1)"),
+                format!("({sn}, {k}, {h}, {w})"),
+            ));
+        }
+        Array2::from_shape_vec((n, k), s.as_vec()).map_err(|e| Error::Backend(e.to_string()))
+    }
+
+    fn forward_pass<H: Head<f32, Cpu>>(
         &self,
         input: &ArrayView4<f32>,
         keep: &HashSet<usize>,
-    ) -> Result<Vec<Option<Val<A::Buf>>>> {
-        let x = self.upload_input(input)?;
-        Ok(self.run(x, Rectifier::Gradient, usize::MAX, keep)?.0)
+        head: &H,
+    ) -> Result<(Array2<f32>, Values<A::Buf>)> {
+        let (x, host) = self.upload_input(input)?;
+        let n = x.dims[0];
+        let values = self.run(x, &host, Rectifier::Gradient, usize::MAX, keep)?.0;
+        let out = self.output_on_host(&values)?;
+        let s = head.scores(&out, Rectifier::Gradient, &mut NoneTape)?;
+        Ok((self.scores_of(&s, n)?, values))
     }
 
-    fn backward_pass(&self, req: &BackwardRequest<'_, f32>) -> Result<BackwardOutput<f32>> {
+    fn backward_pass<H: Head<f32, Cpu>>(
+        &self,
+        req: &BackwardRequest<'_, f32>,
+        head: &H,
+    ) -> Result<BackwardOutput<f32>> {
         let net = &self.net;
-        let x = self.upload_input(&req.input)?;
+        let (x, host) = self.upload_input(&req.input)?;
+        let n = x.dims[0];
         let tap_values: Vec<usize> = req
             .taps
             .iter()
@@ -570,9 +632,25 @@ impl<A: GpuApi> GpuNetwork<A> {
             tap_values.iter().copied().min().unwrap_or(usize::MAX)
         };
         let keep: HashSet<usize> = tap_values.iter().copied().collect();
-        let (values, steps) = self.run(x, req.rectifier, record_from, &keep)?;
-        let out = values.last().cloned().flatten().expect("output kept");
-        let scores = self.scores_of(&out)?;
+        let (values, steps) = self.run(x, &host, req.rectifier, record_from, &keep)?;
+        // The head runs on the CPU, on dfdx's tape (a classifier's is the identity):
+        // its backward gives the gradient at the network's output, where the device's
+        // backward pass starts.
+        let out = self.output_on_host(&values)?;
+        if !req.input_grad && tap_values.is_empty() {
+            let s = head.scores(&out, req.rectifier, &mut NoneTape)?;
+            let scores = self.scores_of(&s, n)?;
+            let target = req.target.resolve(scores.view())?;
+            return Ok(BackwardOutput {
+                scores,
+                target,
+                input_grad: None,
+                taps: Vec::new(),
+            });
+        }
+        let mut tape = OwnedTape::<f32, Cpu>::default();
+        let s = head.scores(&out, req.rectifier, &mut tape)?;
+        let scores = self.scores_of(&s, n)?;
         let target = req.target.resolve(scores.view())?;
         let mut output = BackwardOutput {
             scores,
@@ -580,12 +658,12 @@ impl<A: GpuApi> GpuNetwork<A> {
             input_grad: None,
             taps: Vec::new(),
         };
-        if !req.input_grad && tap_values.is_empty() {
-            return Ok(output);
-        }
-        let seed: Vec<f32> = output.target.seed.iter().copied().collect();
+        let seed = output.target.seed.iter().copied().collect();
+        let loss = ops::seed_loss(s.put_tape(tape), seed)?;
+        let mut head_grads = <Cpu as KernelDevice<f32>>::run_backward(loss).map_err(backend)?;
+        let d_out = head_grads.get_or_alloc_mut(&out).map_err(backend)?;
         let mut grads: Vec<Option<Arc<A::Buf>>> = vec![None; net.shapes.len()];
-        grads[net.shapes.len() - 1] = Some(Arc::new(self.api.upload(&seed)?));
+        grads[net.shapes.len() - 1] = Some(Arc::new(self.api.upload(d_out)?));
         let mut tap_grads: Vec<Option<Vec<f32>>> = vec![None; tap_values.len()];
         let read_taps = |v: usize, g: &A::Buf, tap_grads: &mut Vec<Option<Vec<f32>>>| {
             for (k, &tv) in tap_values.iter().enumerate() {
@@ -753,6 +831,51 @@ impl<A: GpuApi> GpuNetwork<A> {
     }
 }
 
+impl<A: GpuApi> GpuNetwork<A> {
+    /// Scores `(N, K)` of the network followed by `head` (the head on the CPU).
+    pub fn forward_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        head: &H,
+    ) -> Result<Array2<f32>> {
+        let _pass = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.forward_pass(&input, &HashSet::new(), head)?.0)
+    }
+
+    /// One backward pass of the network followed by `head`: the network forward and
+    /// backward on the device, the head's on the CPU, between them the network's
+    /// output and its gradient.
+    pub fn backward_with<H: Head<f32, Cpu>>(
+        &self,
+        req: &BackwardRequest<'_, f32>,
+        head: &H,
+    ) -> Result<BackwardOutput<f32>> {
+        let _pass = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.backward_pass(req, head)
+    }
+
+    /// The head's scores and the activations of `layers`, from one forward pass.
+    pub fn activations_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        layers: &[String],
+        head: &H,
+    ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        let values: Vec<usize> = layers
+            .iter()
+            .map(|l| self.net.value_of(l))
+            .collect::<Result<_>>()?;
+        let _pass = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let keep: HashSet<usize> = values.iter().copied().collect();
+        let (scores, vals) = self.forward_pass(&input, &keep, head)?;
+        let acts = values
+            .iter()
+            .map(|&v| self.to_array4(vals[v].as_ref().expect("kept")))
+            .collect::<Result<_>>()?;
+        Ok((scores, acts))
+    }
+}
+
 impl<A: GpuApi> Model<f32> for GpuNetwork<A> {
     fn input_shape(&self) -> [usize; 3] {
         self.net.input_shape()
@@ -763,14 +886,11 @@ impl<A: GpuApi> Model<f32> for GpuNetwork<A> {
     }
 
     fn forward(&self, input: ArrayView4<f32>) -> Result<Array2<f32>> {
-        let _pass = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let values = self.forward_pass(&input, &HashSet::new())?;
-        self.scores_of(values.last().and_then(Option::as_ref).expect("output kept"))
+        self.forward_with(input, &Identity)
     }
 
     fn backward(&self, req: &BackwardRequest<'_, f32>) -> Result<BackwardOutput<f32>> {
-        let _pass = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.backward_pass(req)
+        self.backward_with(req, &Identity)
     }
 }
 
@@ -788,19 +908,7 @@ impl<A: GpuApi> LayerTap<f32> for GpuNetwork<A> {
         input: ArrayView4<f32>,
         layers: &[String],
     ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
-        let values: Vec<usize> = layers
-            .iter()
-            .map(|l| self.net.value_of(l))
-            .collect::<Result<_>>()?;
-        let _pass = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let keep: HashSet<usize> = values.iter().copied().collect();
-        let vals = self.forward_pass(&input, &keep)?;
-        let scores = self.scores_of(vals.last().and_then(Option::as_ref).expect("output kept"))?;
-        let acts = values
-            .iter()
-            .map(|&v| self.to_array4(vals[v].as_ref().expect("kept")))
-            .collect::<Result<_>>()?;
-        Ok((scores, acts))
+        self.activations_with(input, layers, &Identity)
     }
 
     fn forward_from(
@@ -819,5 +927,50 @@ impl<A: GpuApi> LayerTap<f32> for GpuNetwork<A> {
 
     fn rectifiers_above(&self, layer: &str) -> Result<bool> {
         self.net.rectifiers_above(layer)
+    }
+}
+
+impl<A: GpuApi> Executor<f32, Cpu> for GpuNetwork<A> {
+    fn network(&self) -> &Network<f32, Cpu> {
+        &self.net
+    }
+
+    fn forward_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        head: &H,
+    ) -> Result<Array2<f32>> {
+        GpuNetwork::forward_with(self, input, head)
+    }
+
+    fn backward_with<H: Head<f32, Cpu>>(
+        &self,
+        req: &BackwardRequest<'_, f32>,
+        head: &H,
+    ) -> Result<BackwardOutput<f32>> {
+        GpuNetwork::backward_with(self, req, head)
+    }
+
+    fn activations_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        layers: &[String],
+        head: &H,
+    ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        GpuNetwork::activations_with(self, input, layers, head)
+    }
+
+    /// On the CPU network: Ablation-CAM's replaced activations are not run on the
+    /// device.
+    fn forward_from_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        layer: &str,
+        activations: ArrayView4<f32>,
+        items: &[usize],
+        head: &H,
+    ) -> Result<Array2<f32>> {
+        self.net
+            .forward_from_with(input, layer, activations, items, head)
     }
 }

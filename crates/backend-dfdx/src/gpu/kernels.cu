@@ -359,3 +359,13 @@ KERNEL(adaptive_avg_back) {
   }
   put(F(0), t, s, a.i[6]);
 }
+
+// --- rows ------------------------------------------------------------------------------
+
+// y[r] = x[idx[r]] for rows of `per` values (idx holds row numbers as floats, exact
+// below 2^24).  p: y, x, idx  i: n = rows*per, per
+KERNEL(gather_rows) {
+  BEGIN
+  const long long per = a.i[1], r = t / per;
+  F(0)[t] = CF(1)[(long long)CF(2)[r] * per + t % per];
+}

@@ -159,6 +159,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "avg_pool_back",
     "adaptive_avg",
     "adaptive_avg_back",
+    "gather_rows",
 ];
 
 #[cfg(test)]

@@ -75,35 +75,121 @@ impl<E: Elem, D: KernelDevice<E>> Head<E, D> for Identity {
     }
 }
 
-/// A network and a head as one [`Model`] and [`LayerTap`]: the network's layers are
-/// the taps, the head's scores the outputs.
-#[derive(Debug, Clone)]
-pub struct WithHead<'a, E: Elem, D: KernelDevice<E>, H> {
-    /// The image network.
-    pub net: &'a Network<E, D>,
-    /// What turns its output into scores.
-    pub head: H,
+/// What runs a network's passes followed by a head: what a head sits on. The
+/// [`Network`] itself on its device; on a GPU, `gpu::GpuNetwork`, which runs the
+/// network there and a CPU head ([`Head<E, Cpu>`](Head)) on the host.
+pub trait Executor<E: Elem, D: KernelDevice<E>> {
+    /// The network (its layers, shapes and names).
+    fn network(&self) -> &Network<E, D>;
+
+    /// Scores `(N, K)` of the network followed by `head`.
+    fn forward_with<H: Head<E, D>>(&self, input: ArrayView4<E>, head: &H) -> Result<Array2<E>>;
+
+    /// One backward pass of the network followed by `head`.
+    fn backward_with<H: Head<E, D>>(
+        &self,
+        req: &BackwardRequest<'_, E>,
+        head: &H,
+    ) -> Result<BackwardOutput<E>>;
+
+    /// The head's scores and the activations of `layers`, from one forward pass.
+    fn activations_with<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layers: &[String],
+        head: &H,
+    ) -> Result<(Array2<E>, Vec<Array4<E>>)>;
+
+    /// The head's scores with `activations` in place of `layer`'s output (see
+    /// [`LayerTap::forward_from`]).
+    fn forward_from_with<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layer: &str,
+        activations: ArrayView4<E>,
+        items: &[usize],
+        head: &H,
+    ) -> Result<Array2<E>>;
 }
 
-impl<'a, E: Elem, D: KernelDevice<E>, H: Head<E, D>> WithHead<'a, E, D, H> {
-    /// `net` followed by `head`.
-    pub fn new(net: &'a Network<E, D>, head: H) -> Self {
-        WithHead { net, head }
+impl<E: Elem, D: KernelDevice<E>> Executor<E, D> for Network<E, D> {
+    fn network(&self) -> &Network<E, D> {
+        self
+    }
+
+    fn forward_with<H: Head<E, D>>(&self, input: ArrayView4<E>, head: &H) -> Result<Array2<E>> {
+        Network::forward_with(self, input, head)
+    }
+
+    fn backward_with<H: Head<E, D>>(
+        &self,
+        req: &BackwardRequest<'_, E>,
+        head: &H,
+    ) -> Result<BackwardOutput<E>> {
+        Network::backward_with(self, req, head)
+    }
+
+    fn activations_with<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layers: &[String],
+        head: &H,
+    ) -> Result<(Array2<E>, Vec<Array4<E>>)> {
+        Network::activations_with(self, input, layers, head)
+    }
+
+    fn forward_from_with<H: Head<E, D>>(
+        &self,
+        input: ArrayView4<E>,
+        layer: &str,
+        activations: ArrayView4<E>,
+        items: &[usize],
+        head: &H,
+    ) -> Result<Array2<E>> {
+        Network::forward_from_with(self, input, layer, activations, items, head)
     }
 }
 
-impl<E, D, H> Model<E> for WithHead<'_, E, D, H>
+/// A network (any [`Executor`]: on the CPU or a GPU) and a head as one [`Model`] and
+/// [`LayerTap`]: the network's layers are the taps, the head's scores the outputs.
+#[derive(Debug, Clone)]
+pub struct WithHead<'a, E: Elem, D: KernelDevice<E>, H, N = Network<E, D>> {
+    /// The image network.
+    pub net: &'a N,
+    /// What turns its output into scores.
+    pub head: H,
+    device: std::marker::PhantomData<fn() -> (E, D)>,
+}
+
+impl<'a, E: Elem, D: KernelDevice<E>, H: Head<E, D>, N: Executor<E, D>> WithHead<'a, E, D, H, N> {
+    /// `net` followed by `head`.
+    pub fn new(net: &'a N, head: H) -> Self {
+        WithHead {
+            net,
+            head,
+            device: std::marker::PhantomData,
+        }
+    }
+
+    /// The same head on another trunk (the same network placed on a GPU, say).
+    pub fn on<M: Executor<E, D>>(self, net: &M) -> WithHead<'_, E, D, H, M> {
+        WithHead::new(net, self.head)
+    }
+}
+
+impl<E, D, H, N> Model<E> for WithHead<'_, E, D, H, N>
 where
     E: Elem,
     D: KernelDevice<E>,
     H: Head<E, D>,
+    N: Executor<E, D>,
 {
     fn input_shape(&self) -> [usize; 3] {
-        self.net.input_shape()
+        self.net.network().input_shape()
     }
 
     fn num_outputs(&self) -> usize {
-        self.head.num_outputs(self.net.num_outputs())
+        self.head.num_outputs(self.net.network().num_outputs())
     }
 
     fn forward(&self, input: ArrayView4<E>) -> Result<Array2<E>> {
@@ -141,18 +227,19 @@ where
     }
 }
 
-impl<E, D, H> LayerTap<E> for WithHead<'_, E, D, H>
+impl<E, D, H, N> LayerTap<E> for WithHead<'_, E, D, H, N>
 where
     E: Elem,
     D: KernelDevice<E>,
     H: Head<E, D>,
+    N: Executor<E, D>,
 {
     fn layers(&self) -> Vec<LayerInfo> {
-        self.net.layers()
+        self.net.network().layers()
     }
 
     fn default_layer(&self) -> String {
-        self.net.default_layer()
+        self.net.network().default_layer()
     }
 
     fn activations(
@@ -198,6 +285,6 @@ where
     }
 
     fn rectifiers_above(&self, layer: &str) -> Result<bool> {
-        Ok(self.net.rectifiers_above(layer)? || self.head.has_rectifiers())
+        Ok(self.net.network().rectifiers_above(layer)? || self.head.has_rectifiers())
     }
 }

@@ -5,7 +5,8 @@ mod head;
 mod layers;
 mod network;
 
-pub use head::{Head, Identity, WithHead};
+pub use head::{Executor, Head, Identity, WithHead};
 
 pub use layers::{BatchNorm2d, Conv2d, Layer, Linear};
+pub(crate) use network::shared_rows;
 pub use network::{Network, NetworkBuilder, ValueId};

@@ -984,7 +984,10 @@ impl<E: Elem, D: KernelDevice<E>> LayerTap<E> for Network<E, D> {
 /// For a batch whose rows repeat: the first row of each distinct value, and for every
 /// row the position of its value among those (`None` when all rows differ). Rows are
 /// equal when every element is, zeros' signs included.
-fn shared_rows<E: Elem>(host: &[E], [n, c, h, w]: [usize; 4]) -> Option<(Vec<usize>, Vec<usize>)> {
+pub(crate) fn shared_rows<E: Elem>(
+    host: &[E],
+    [n, c, h, w]: [usize; 4],
+) -> Option<(Vec<usize>, Vec<usize>)> {
     let per = c * h * w;
     let row = |i: usize| &host[i * per..(i + 1) * per];
     let same = |a: &[E], b: &[E]| {

@@ -229,6 +229,12 @@ pub struct EvalArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the networks run (the evaluated one and the sanity checks' randomised
+    /// copies): cpu, or cuda (GPU 0; needs a build with `--features cuda`). Not part
+    /// of the run's settings: a run may be resumed or merged across devices, whose
+    /// maps agree to 1e-4.
+    #[arg(long, value_enum, default_value_t = crate::inputs::Device::Cpu)]
+    pub device: crate::inputs::Device,
     #[command(flatten)]
     pub options: MethodArgs,
 }

@@ -25,12 +25,18 @@ use serde_json::{json, Map, Value};
 
 use super::report::{self, io};
 use super::{EvalArgs, Metric, Shard};
+use crate::inputs::Opened;
 use crate::methods::{attribute, parse_methods, Method, Settings};
+
+/// A classifier on the run's device.
+type Net = Box<dyn LayerTap<f32>>;
 
 /// Everything the images share.
 struct Context {
     arch: Arch,
-    net: Network<f32>,
+    /// The device the networks run on, and the evaluated network there.
+    device: Opened,
+    net: Net,
     /// The state dict, kept for the sanity checks' randomised copies.
     weights: Option<WeightMap>,
     methods: Vec<Method>,
@@ -278,10 +284,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         None => Vec::new(),
     };
+    let device = args.device.open()?;
     let ctx = Context {
         arch,
         weights: weight_map,
-        net,
+        net: device.place(net)?,
+        device,
         methods,
         metrics,
         settings,
@@ -683,7 +691,7 @@ fn sanity(
     let weights = ctx.weights.as_ref().expect("kept for the sanity checks");
     let class = labels.first().map_or(top[0].0, |l| l.1);
     let target = Target::Class(class);
-    let explain = |net: &Network<f32>, m: Method| -> Result<Array2<f64>> {
+    let explain = |net: &Net, m: Method| -> Result<Array2<f64>> {
         let map = attribute(net, m, x, &target, &ctx.settings, true)?;
         Ok(pixel_map(&map, 0, ctx.size, m)?.mapv(f64::from))
     };
@@ -698,9 +706,10 @@ fn sanity(
     for &how in &ctx.randomisations {
         let mut steps: Vec<Vec<Value>> = vec![Vec::new(); methods.len()];
         for names in how.steps(&ctx.sanity_layers) {
-            let net = ctx
-                .arch
-                .from_weights::<f32>(randomised(weights, &names, ctx.seed)?)?;
+            let net = ctx.device.place(
+                ctx.arch
+                    .from_weights::<f32>(randomised(weights, &names, ctx.seed)?)?,
+            )?;
             for (i, &m) in methods.iter().enumerate() {
                 let s = compare(originals[i].view(), explain(&net, m)?.view())?;
                 steps[i].push(json!({
