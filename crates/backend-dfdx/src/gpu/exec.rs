@@ -471,7 +471,7 @@ impl<A: GpuApi> GpuNetwork<A> {
             let ints = cat(&geo, &[g.c_out as i64, act_code(act)]);
             return self.launch("depthwise", g.out_len(), &[y, x, w, bias], &ints);
         }
-        let (np, kk, og) = (g.n * g.pixels(), g.kk(), g.og());
+        let np = g.n * g.pixels();
         // One image's 1x1/stride-1/unpadded convolution reads the input as its own
         // im2col matrix, and its gemm result is already NCHW.
         let direct = g.is_pointwise() && g.n == 1;
@@ -490,24 +490,44 @@ impl<A: GpuApi> GpuNetwork<A> {
             Some(self.api.alloc(g.c_out * np)?)
         };
         let ptmp = tmp.as_ref().map_or(y, |t| self.ptr(t));
-        for grp in 0..g.groups {
-            self.gemm(Gemm {
-                m: og,
-                n: np,
-                k: kk,
-                a: w + (grp * og * kk * 4) as u64,
-                lda: kk,
-                trans_a: false,
-                b: pcol + (grp * kk * np * 4) as u64,
-                ldb: np,
-                trans_b: false,
-                c: ptmp + (grp * og * np * 4) as u64,
-                ldc: np,
-                beta: 0.0,
-            })?;
-        }
+        self.grouped_gemm(g, w, false, pcol, ptmp, 0.0)?;
         let ints = [g.n as i64, g.c_out as i64, g.pixels() as i64, act_code(act)];
         self.launch("onp_to_nchw", g.out_len(), &[y, ptmp, bias], &ints)
+    }
+
+    /// One gemm per group over the whole batch (`N * Ho * Wo` columns): `c = w_g b_g`
+    /// for the forward pass, `c = w_g^T b_g` (`transpose`) for the input gradient, with
+    /// `w_g` group `g`'s `(c_out/groups) x (c_in/groups * kh * kw)` weight rows and
+    /// `b_g`, `c_g` its rows of `b` and `c`.
+    fn grouped_gemm(
+        &self,
+        g: &ConvGeom,
+        w: u64,
+        transpose: bool,
+        b: u64,
+        c: u64,
+        beta: f32,
+    ) -> Result<()> {
+        let (np, kk, og) = (g.n * g.pixels(), g.kk(), g.og());
+        let (m, k) = if transpose { (kk, og) } else { (og, kk) };
+        let at = |base: u64, elems: usize| base + (elems * std::mem::size_of::<f32>()) as u64;
+        for grp in 0..g.groups {
+            self.gemm(Gemm {
+                m,
+                n: np,
+                k,
+                a: at(w, grp * og * kk),
+                lda: kk,
+                trans_a: transpose,
+                b: at(b, grp * k * np),
+                ldb: np,
+                trans_b: false,
+                c: at(c, grp * m * np),
+                ldc: np,
+                beta,
+            })?;
+        }
+        Ok(())
     }
 
     /// `dx (+)= conv^T(dy)`: the input gradient of [`Self::conv_forward`].
@@ -522,7 +542,7 @@ impl<A: GpuApi> GpuNetwork<A> {
                 &ints,
             );
         }
-        let (np, kk, og) = (g.n * g.pixels(), g.kk(), g.og());
+        let np = g.n * g.pixels();
         let tmp = if g.n == 1 {
             None
         } else {
@@ -539,22 +559,8 @@ impl<A: GpuApi> GpuNetwork<A> {
             Some(self.api.alloc(g.c_in * g.kernel[0] * g.kernel[1] * np)?)
         };
         let pdcol = dcol.as_ref().map_or(dx, |c| self.ptr(c));
-        for grp in 0..g.groups {
-            self.gemm(Gemm {
-                m: kk,
-                n: np,
-                k: og,
-                a: w + (grp * og * kk * 4) as u64,
-                lda: kk,
-                trans_a: true,
-                b: ptmp + (grp * og * np * 4) as u64,
-                ldb: np,
-                trans_b: false,
-                c: pdcol + (grp * kk * np * 4) as u64,
-                ldc: np,
-                beta: if direct && acc { 1.0 } else { 0.0 },
-            })?;
-        }
+        let beta = if direct && acc { 1.0 } else { 0.0 };
+        self.grouped_gemm(g, w, true, ptmp, pdcol, beta)?;
         if direct {
             return Ok(());
         }

@@ -122,6 +122,18 @@ KERNEL(im2col) {
   F(0)[t] = (y >= 0 && y < H && x >= 0 && x < W) ? CF(1)[((n * C + c) * H + y) * W + x] : 0.f;
 }
 
+// The output position whose kernel tap `i` (dilation d, stride s, leading padding p)
+// reads input position `pos`, if there is one among `outs`: the gathers of the input
+// gradients run the forward's taps backwards with this.
+__device__ __forceinline__ bool tap_source(long long pos, long long p, long long i,
+                                           long long d, long long s, long long outs,
+                                           long long* o) {
+  const long long t = pos + p - i * d;
+  if (t < 0 || t % s) return false;
+  *o = t / s;
+  return *o < outs;
+}
+
 // dx[n, c, y, x] (+)= sum of dcol over the kernel taps that read (y, x): the
 // transpose of im2col as a gather.  p: dx, dcol  i: n = N*C*H*W, geometry, 15 acc
 KERNEL(col2im) {
@@ -131,16 +143,11 @@ KERNEL(col2im) {
   const long long Ho = a.i[13], Wo = a.i[14], P = Ho * Wo;
   const long long x = t % W, y = (t / W) % H, c = (t / (W * H)) % C, n = t / (W * H * C);
   float s = 0.f;
+  long long oy, ox;
   for (long long i = 0; i < kh; ++i) {
-    const long long ty = y + a.i[11] - i * dh;
-    if (ty < 0 || ty % sh) continue;
-    const long long oy = ty / sh;
-    if (oy >= Ho) continue;
+    if (!tap_source(y, a.i[11], i, dh, sh, Ho, &oy)) continue;
     for (long long j = 0; j < kw; ++j) {
-      const long long tx = x + a.i[12] - j * dw;
-      if (tx < 0 || tx % sw) continue;
-      const long long ox = tx / sw;
-      if (ox >= Wo) continue;
+      if (!tap_source(x, a.i[12], j, dw, sw, Wo, &ox)) continue;
       s += CF(1)[((c * kh + i) * kw + j) * (N * P) + n * P + oy * Wo + ox];
     }
   }
@@ -203,17 +210,11 @@ KERNEL(depthwise_back) {
     const long long o = c * m + k;
     const float* g = CF(1) + (n * O + o) * Ho * Wo;
     const float* w = CF(2) + o * kh * kw;
+    long long oy, ox;
     for (long long i = 0; i < kh; ++i) {
-      const long long ty = y + a.i[11] - i * dh;
-      if (ty < 0 || ty % sh) continue;
-      const long long oy = ty / sh;
-      if (oy >= Ho) continue;
-      for (long long j = 0; j < kw; ++j) {
-        const long long tx = x + a.i[12] - j * dw;
-        if (tx < 0 || tx % sw) continue;
-        const long long ox = tx / sw;
-        if (ox < Wo) s += w[i * kw + j] * g[oy * Wo + ox];
-      }
+      if (!tap_source(y, a.i[11], i, dh, sh, Ho, &oy)) continue;
+      for (long long j = 0; j < kw; ++j)
+        if (tap_source(x, a.i[12], j, dw, sw, Wo, &ox)) s += w[i * kw + j] * g[oy * Wo + ox];
     }
   }
   put(F(0), t, s, a.i[16]);
