@@ -73,7 +73,9 @@ impl GpuApi for HostApi {
     }
 
     fn alloc(&self, len: usize) -> Result<HostBuf> {
-        Ok(HostBuf::new(vec![0.0; len.max(1)]))
+        // NaN, so that an element the executor reads before writing shows in the
+        // results (on a GPU it would be whatever the memory held).
+        Ok(HostBuf::new(vec![f32::NAN; len.max(1)]))
     }
 
     fn upload(&self, data: &[f32]) -> Result<HostBuf> {

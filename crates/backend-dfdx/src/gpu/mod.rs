@@ -105,7 +105,9 @@ pub trait GpuApi: Send + Sync + 'static {
     /// The device, in words (for reports).
     fn describe(&self) -> String;
 
-    /// A buffer of `len` zeros.
+    /// A buffer of `len` values, their contents unspecified: the executor writes every
+    /// element of what it allocates before reading it (so no time goes to zero-filling;
+    /// the host emulator fills new buffers with NaN to check that it does).
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
 
     /// A buffer holding `data`.
