@@ -288,8 +288,14 @@ mod tests {
             eprintln!("skipped: this machine has a driver");
             return;
         }
-        let e = super::CudaApi::new(0).err().expect("no GPU here").to_string();
-        assert!(e.contains("libcuda.so (the NVIDIA driver) was not found"), "{e}");
+        let e = super::CudaApi::new(0)
+            .err()
+            .expect("no GPU here")
+            .to_string();
+        assert!(
+            e.contains("libcuda.so (the NVIDIA driver) was not found"),
+            "{e}"
+        );
     }
 
     /// The kernels compile with NVRTC (no GPU needed, only libnvrtc): run by CI with
