@@ -201,9 +201,15 @@ impl GpuApi for CudaApi {
     }
 
     fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
-        self.stream
+        let host = self
+            .stream
             .clone_dtoh(&buf.slice)
-            .map_err(|e| err("copy from the GPU", e))
+            .map_err(|e| err("copy from the GPU", e))?;
+        // A copy into pageable memory returns once it is done (CUDA's documented
+        // semantics, which cudarc relies on); the explicit wait costs nothing then and
+        // makes the values' arrival not depend on that.
+        self.synchronize()?;
+        Ok(host)
     }
 
     fn ptr(&self, buf: &CudaBuf) -> u64 {
@@ -250,6 +256,11 @@ impl GpuApi for CudaApi {
             i32::try_from(v).map_err(|_| Error::Backend(format!("gemm {what} {v} exceeds cuBLAS")))
         };
         let (alpha, beta) = (1.0f32, g.beta);
+        // The raw cuBLAS call does not make the context current, as cudarc's own
+        // calls do; a pass may run on any thread.
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| err("binding the GPU to this thread", e))?;
         // SAFETY: the caller guarantees the matrices (see `GpuApi::gemm`).
         unsafe {
             blas::sgemm(
