@@ -130,15 +130,8 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
     };
     let batch = inputs::load_batch(&source, 3)?;
     let mut out = Outputs::default();
-    let job = Job {
-        model: &model,
-        vocab: &vocab,
-        batch: &batch,
-        opts: &opts,
-        out: &mut out,
-        out_dir: &args.out,
-    };
-    let summary = args.device.open()?.run_on(&model.encoder, job)?;
+    let trunk = args.device.open()?.trunk(&model.encoder)?;
+    let summary = run(&model, &trunk, &vocab, &batch, &opts, &mut out, &args.out)?;
     out.commit(&args.out)?;
     for item in summary["items"].as_array().into_iter().flatten() {
         let unknown: Vec<&str> = item["unknown"]
@@ -157,31 +150,6 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
     }
     println!("{summary}");
     Ok(())
-}
-
-/// [`run`] as work for a device.
-struct Job<'a> {
-    model: &'a ShowAndTell<f32>,
-    vocab: &'a Vocab,
-    batch: &'a Batch,
-    opts: &'a CaptionOptions,
-    out: &'a mut Outputs,
-    out_dir: &'a std::path::Path,
-}
-
-impl inputs::OnTrunk for Job<'_> {
-    type Output = Value;
-    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Value> {
-        run(
-            self.model,
-            trunk,
-            self.vocab,
-            self.batch,
-            self.opts,
-            self.out,
-            self.out_dir,
-        )
-    }
 }
 
 /// Captions (given or generated) and explains every image of `batch`, staging the

@@ -195,15 +195,8 @@ pub fn dense_caption(args: DenseCaptionArgs) -> Result<()> {
     };
     let batch = inputs::load_batch(&source, 3)?;
     let mut out = Outputs::default();
-    let job = Job {
-        model: &model,
-        vocab: &vocab,
-        batch: &batch,
-        opts: &opts,
-        out: &mut out,
-        out_dir: &args.out,
-    };
-    let summary = args.device.open()?.run_on(&model.trunk, job)?;
+    let trunk = args.device.open()?.trunk(&model.trunk)?;
+    let summary = run(&model, &trunk, &vocab, &batch, &opts, &mut out, &args.out)?;
     out.text(
         "dense-caption.json".into(),
         serde_json::to_string_pretty(&summary).map_err(|e| Error::Backend(e.to_string()))? + "\n",
@@ -211,31 +204,6 @@ pub fn dense_caption(args: DenseCaptionArgs) -> Result<()> {
     out.commit(&args.out)?;
     println!("{summary}");
     Ok(())
-}
-
-/// [`run`] as work for a device.
-struct Job<'a> {
-    model: &'a DenseCap<f32>,
-    vocab: &'a Vocab,
-    batch: &'a Batch,
-    opts: &'a DenseCaptionOptions,
-    out: &'a mut Outputs,
-    out_dir: &'a Path,
-}
-
-impl inputs::OnTrunk for Job<'_> {
-    type Output = Value;
-    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Value> {
-        run(
-            self.model,
-            trunk,
-            self.vocab,
-            self.batch,
-            self.opts,
-            self.out,
-            self.out_dir,
-        )
-    }
 }
 
 /// Proposes, captions and explains the regions of every image of `batch`, staging

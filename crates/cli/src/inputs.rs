@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use attrib_core::{Error, LayerTap, Model, Result};
-use attrib_dfdx::{imagenet, Arch, Cpu, Executor, Network};
+use attrib_core::{BackwardOutput, BackwardRequest, Error, LayerTap, Model, Result};
+use attrib_dfdx::{imagenet, Arch, Cpu, Executor, Head, Network};
 use clap::Args;
-use ndarray::{Array2, Array3, Array4, Axis, Ix4};
+use ndarray::{Array2, Array3, Array4, ArrayView4, Axis, Ix4};
 use serde_json::{json, Value};
 
 /// Where the model and the inputs come from.
@@ -92,27 +92,82 @@ impl Opened {
     }
 }
 
-/// Work that runs on a network's executor, whichever device holds it: a command's
-/// body, generic over the executor (one function cannot take a generic closure).
-pub trait OnTrunk {
-    /// What the work returns.
-    type Output;
-    /// Runs the work with `trunk` executing the network.
-    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Self::Output>;
-}
-
 impl Opened {
-    /// Runs `job` with `net` on this device: the network itself on the CPU, the GPU
-    /// executor's copy of it on a GPU (a head above it stays on the CPU).
-    pub fn run_on<T: OnTrunk>(&self, net: &Network<f32>, job: T) -> Result<T::Output> {
+    /// `net` on this device as the executor a model's head sits on: the network
+    /// itself on the CPU, the GPU executor's copy of it on a GPU (the head stays on
+    /// the CPU).
+    pub fn trunk<'a>(&self, net: &'a Network<f32>) -> Result<Trunk<'a>> {
         match self {
-            Opened::Cpu => job.run(net),
+            Opened::Cpu => Ok(Trunk::Cpu(net)),
             #[cfg(feature = "cuda")]
-            Opened::Cuda(api) => job.run(&attrib_dfdx::gpu::GpuNetwork::new(
+            Opened::Cuda(api) => Ok(Trunk::Gpu(Box::new(attrib_dfdx::gpu::GpuNetwork::new(
                 net.clone(),
                 api.clone(),
-            )?),
+            )?))),
         }
+    }
+}
+
+/// A network placed by [`Opened::trunk`]: an [`Executor`] whichever device it is on,
+/// so the commands' code is written once.
+pub enum Trunk<'a> {
+    /// The network itself.
+    Cpu(&'a Network<f32>),
+    /// Its copy on a GPU.
+    #[cfg(feature = "cuda")]
+    Gpu(Box<attrib_dfdx::gpu::GpuNetwork<attrib_dfdx::gpu::CudaApi>>),
+}
+
+/// `$body` with `$n` bound to the trunk's executor, whichever variant it is.
+macro_rules! on_trunk {
+    ($t:expr, $n:ident => $body:expr) => {
+        match $t {
+            Trunk::Cpu($n) => $body,
+            #[cfg(feature = "cuda")]
+            Trunk::Gpu($n) => $body,
+        }
+    };
+}
+
+impl Executor<f32, Cpu> for Trunk<'_> {
+    fn network(&self) -> &Network<f32> {
+        on_trunk!(self, n => n.network())
+    }
+
+    fn forward_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        head: &H,
+    ) -> Result<Array2<f32>> {
+        on_trunk!(self, n => n.forward_with(input, head))
+    }
+
+    fn backward_with<H: Head<f32, Cpu>>(
+        &self,
+        req: &BackwardRequest<'_, f32>,
+        head: &H,
+    ) -> Result<BackwardOutput<f32>> {
+        on_trunk!(self, n => n.backward_with(req, head))
+    }
+
+    fn activations_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        layers: &[String],
+        head: &H,
+    ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        on_trunk!(self, n => n.activations_with(input, layers, head))
+    }
+
+    fn forward_from_with<H: Head<f32, Cpu>>(
+        &self,
+        input: ArrayView4<f32>,
+        layer: &str,
+        activations: ArrayView4<f32>,
+        items: &[usize],
+        head: &H,
+    ) -> Result<Array2<f32>> {
+        on_trunk!(self, n => n.forward_from_with(input, layer, activations, items, head))
     }
 }
 

@@ -130,16 +130,10 @@ pub fn vqa(args: VqaArgs) -> Result<()> {
     };
     let batch = inputs::load_batch(&source, 3)?;
     let mut out = Outputs::default();
-    let job = Job {
-        model: &model,
-        vocab: &vocab,
-        answers: &answers,
-        batch: &batch,
-        opts: &opts,
-        out: &mut out,
-        out_dir: &args.out,
-    };
-    let summary = args.device.open()?.run_on(&model.cnn, job)?;
+    let trunk = args.device.open()?.trunk(&model.cnn)?;
+    let summary = run(
+        &model, &trunk, &vocab, &answers, &batch, &opts, &mut out, &args.out,
+    )?;
     out.commit(&args.out)?;
     let unknown: Vec<&str> = summary["unknown"]
         .as_array()
@@ -155,33 +149,6 @@ pub fn vqa(args: VqaArgs) -> Result<()> {
     }
     println!("{summary}");
     Ok(())
-}
-
-/// [`run`] as work for a device.
-struct Job<'a> {
-    model: &'a Vqa<f32>,
-    vocab: &'a Vocab,
-    answers: &'a [String],
-    batch: &'a Batch,
-    opts: &'a VqaOptions,
-    out: &'a mut Outputs,
-    out_dir: &'a std::path::Path,
-}
-
-impl inputs::OnTrunk for Job<'_> {
-    type Output = Value;
-    fn run<N: Executor<f32, Cpu>>(self, trunk: &N) -> Result<Value> {
-        let Job {
-            model,
-            vocab,
-            answers,
-            batch,
-            opts,
-            out,
-            out_dir,
-        } = self;
-        run(model, trunk, vocab, answers, batch, opts, out, out_dir)
-    }
 }
 
 /// Answers `opts.question` for every image of `batch` and explains the answer,
