@@ -247,6 +247,39 @@ __device__ __forceinline__ void reach(long long pos, long long s, long long p, l
   *hi = last < outs ? last : outs;
 }
 
+// Output (oy, ox)'s window: rows [y0, y1) and columns [x0, x1) of the input, and its
+// height and width within the padded input (the average pool's divisor with padding).
+struct PoolWindow {
+  long long y0, y1, x0, x1, ph, pw;
+};
+
+__device__ __forceinline__ PoolWindow pool_window(const Args& a, long long oy, long long ox) {
+  PoolWindow w;
+  window(oy, a.i[6], a.i[8], a.i[4], a.i[2], &w.y0, &w.y1, &w.ph);
+  window(ox, a.i[7], a.i[9], a.i[5], a.i[3], &w.x0, &w.x1, &w.pw);
+  return w;
+}
+
+// The outputs whose windows can contain input pixel (y, x): rows [oy0, oy1), columns
+// [ox0, ox1).
+struct PoolReach {
+  long long oy0, oy1, ox0, ox1;
+};
+
+__device__ __forceinline__ PoolReach pool_reach(const Args& a, long long y, long long x) {
+  PoolReach r;
+  reach(y, a.i[6], a.i[8], a.i[4], a.i[10], &r.oy0, &r.oy1);
+  reach(x, a.i[7], a.i[9], a.i[5], a.i[11], &r.ox0, &r.ox1);
+  return r;
+}
+
+// PyTorch's average-pool divisor: the window within the padded input
+// (count_include_pad), else the pixels it covers.
+__device__ __forceinline__ float avg_divisor(const PoolWindow& w, long long include_pad) {
+  const long long cnt = include_pad ? w.ph * w.pw : (w.y1 - w.y0) * (w.x1 - w.x0);
+  return (float)(cnt > 0 ? cnt : 1);
+}
+
 // y = window max, argmax = its index within the plane (as a float: planes are far
 // below 2^24 pixels): the first maximum in row-major order, as PyTorch records it.
 // p: y, argmax, x  i: n = planes*Ho*Wo, pool geometry
@@ -254,14 +287,12 @@ KERNEL(max_pool) {
   BEGIN
   const long long H = a.i[2], W = a.i[3], Ho = a.i[10], Wo = a.i[11];
   const long long ox = t % Wo, oy = (t / Wo) % Ho, pl = t / (Wo * Ho);
-  long long y0, y1, x0, x1, ph, pw;
-  window(oy, a.i[6], a.i[8], a.i[4], H, &y0, &y1, &ph);
-  window(ox, a.i[7], a.i[9], a.i[5], W, &x0, &x1, &pw);
+  const PoolWindow w = pool_window(a, oy, ox);
   const float* plane = CF(2) + pl * H * W;
-  float m = plane[y0 * W + x0];
-  long long at = y0 * W + x0;
-  for (long long y = y0; y < y1; ++y)
-    for (long long x = x0; x < x1; ++x) {
+  float m = plane[w.y0 * W + w.x0];
+  long long at = w.y0 * W + w.x0;
+  for (long long y = w.y0; y < w.y1; ++y)
+    for (long long x = w.x0; x < w.x1; ++x) {
       const float v = plane[y * W + x];
       if (v > m || (v != v && m == m)) { m = v; at = y * W + x; }
     }
@@ -275,15 +306,13 @@ KERNEL(max_pool_back) {
   BEGIN
   const long long H = a.i[2], W = a.i[3], Ho = a.i[10], Wo = a.i[11];
   const long long x = t % W, y = (t / W) % H, pl = t / (W * H);
-  long long oy0, oy1, ox0, ox1;
-  reach(y, a.i[6], a.i[8], a.i[4], Ho, &oy0, &oy1);
-  reach(x, a.i[7], a.i[9], a.i[5], Wo, &ox0, &ox1);
+  const PoolReach r = pool_reach(a, y, x);
   const float me = (float)(y * W + x);
   const float* g = CF(1) + pl * Ho * Wo;
   const float* sw = CF(2) + pl * Ho * Wo;
   float s = 0.f;
-  for (long long oy = oy0; oy < oy1; ++oy)
-    for (long long ox = ox0; ox < ox1; ++ox)
+  for (long long oy = r.oy0; oy < r.oy1; ++oy)
+    for (long long ox = r.ox0; ox < r.ox1; ++ox)
       if (sw[oy * Wo + ox] == me) s += g[oy * Wo + ox];
   put(F(0), t, s, a.i[12]);
 }
@@ -294,15 +323,12 @@ KERNEL(avg_pool) {
   BEGIN
   const long long H = a.i[2], W = a.i[3], Ho = a.i[10], Wo = a.i[11];
   const long long ox = t % Wo, oy = (t / Wo) % Ho, pl = t / (Wo * Ho);
-  long long y0, y1, x0, x1, ph, pw;
-  window(oy, a.i[6], a.i[8], a.i[4], H, &y0, &y1, &ph);
-  window(ox, a.i[7], a.i[9], a.i[5], W, &x0, &x1, &pw);
+  const PoolWindow w = pool_window(a, oy, ox);
   const float* plane = CF(1) + pl * H * W;
   float s = 0.f;
-  for (long long y = y0; y < y1; ++y)
-    for (long long x = x0; x < x1; ++x) s += plane[y * W + x];
-  long long cnt = a.i[12] ? ph * pw : (y1 - y0) * (x1 - x0);
-  F(0)[t] = s / (float)(cnt > 0 ? cnt : 1);
+  for (long long y = w.y0; y < w.y1; ++y)
+    for (long long x = w.x0; x < w.x1; ++x) s += plane[y * W + x];
+  F(0)[t] = s / avg_divisor(w, a.i[12]);
 }
 
 // p: dx, dy  i: n = planes*H*W, pool geometry, 12 include_pad, 13 acc
@@ -310,21 +336,12 @@ KERNEL(avg_pool_back) {
   BEGIN
   const long long H = a.i[2], W = a.i[3], Ho = a.i[10], Wo = a.i[11];
   const long long x = t % W, y = (t / W) % H, pl = t / (W * H);
-  long long oy0, oy1, ox0, ox1;
-  reach(y, a.i[6], a.i[8], a.i[4], Ho, &oy0, &oy1);
-  reach(x, a.i[7], a.i[9], a.i[5], Wo, &ox0, &ox1);
+  const PoolReach r = pool_reach(a, y, x);
   const float* g = CF(1) + pl * Ho * Wo;
   float s = 0.f;
-  for (long long oy = oy0; oy < oy1; ++oy) {
-    long long y0, y1, ph;
-    window(oy, a.i[6], a.i[8], a.i[4], H, &y0, &y1, &ph);
-    for (long long ox = ox0; ox < ox1; ++ox) {
-      long long x0, x1, pw;
-      window(ox, a.i[7], a.i[9], a.i[5], W, &x0, &x1, &pw);
-      long long cnt = a.i[12] ? ph * pw : (y1 - y0) * (x1 - x0);
-      s += g[oy * Wo + ox] / (float)(cnt > 0 ? cnt : 1);
-    }
-  }
+  for (long long oy = r.oy0; oy < r.oy1; ++oy)
+    for (long long ox = r.ox0; ox < r.ox1; ++ox)
+      s += g[oy * Wo + ox] / avg_divisor(pool_window(a, oy, ox), a.i[12]);
   put(F(0), t, s, a.i[13]);
 }
 
