@@ -301,11 +301,7 @@ impl<A: GpuApi> GpuNetwork<A> {
                     self.expand_rows(&mut values, &of_row)?;
                 }
             }
-            for &u in &node.inputs {
-                if net.last_use[u] == i && u != 0 && !keep.contains(&u) {
-                    values[u] = None;
-                }
-            }
+            net.release_inputs(i, &mut values, keep);
             i = v;
         }
         if let Some((_, of_row)) = shared {

@@ -367,7 +367,7 @@ pub struct Network<E: Elem, D: KernelDevice<E> = Cpu> {
     pub(crate) shapes: Vec<[usize; 3]>,
     names: Vec<Name>,
     default_layer: String,
-    pub(crate) last_use: Vec<usize>,
+    last_use: Vec<usize>,
     /// For a convolution whose only consumer is a batch norm: the two folded into one
     /// convolution, used when neither output is tapped (inference needs no separate
     /// normalisation pass).
@@ -509,11 +509,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
             // Pushed after the producer's backward op, so it runs after every
             // consumer has added its share and before the producer consumes it.
             Self::add_captures(v, values[v].as_ref().expect("just set"), capture, tape);
-            for &u in &node.inputs {
-                if self.last_use[u] == i && u != 0 && !keep.contains(&u) {
-                    values[u] = None;
-                }
-            }
+            self.release_inputs(i, &mut values, keep);
             i = v;
         }
         if let Some((_, of_row)) = shared {
@@ -521,6 +517,21 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         }
         debug_assert!(values[last].is_some());
         Ok(values)
+    }
+
+    /// Frees, after node `i` ran, the inputs it used last (never the network's input
+    /// or a `keep` value): every executor (the tape here, the GPU's) frees by this rule.
+    pub(crate) fn release_inputs<T>(
+        &self,
+        i: usize,
+        values: &mut [Option<T>],
+        keep: &HashSet<usize>,
+    ) {
+        for &u in &self.nodes[i].inputs {
+            if self.last_use[u] == i && u != 0 && !keep.contains(&u) {
+                values[u] = None;
+            }
+        }
     }
 
     /// Node `i` folded with the batch norm after it, if the pair can fold.
