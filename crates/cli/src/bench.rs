@@ -91,7 +91,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     let arch: Arch = args.arch.parse()?;
     let device = args.device.open()?;
-    let net = &device.place(arch.synthetic::<f32>(0, 1000)?)?;
+    // Weights are shared (`Arc`), so the CPU copy for --check-cpu costs nothing.
+    let cpu = arch.synthetic::<f32>(0, 1000)?;
+    let net = &device.place(cpu.clone())?;
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(n, c, i, j)| {
         (((n * 7 + c * 13 + i * 3 + j * 5) % 29) as f32 / 29.0 - 0.5) * 2.0
     });
@@ -117,7 +119,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     // The same weights on the CPU, the same input: the GPU must give the CPU's map.
     let rel_diff = match (args.check_cpu, last) {
         (true, Some(map)) => {
-            let cpu = arch.synthetic::<f32>(0, 1000)?;
             let want = attribute(&cpu, *method, &x, &target, &settings, true)?;
             if want.values.shape() != map.values.shape() {
                 return Err(Error::shape(

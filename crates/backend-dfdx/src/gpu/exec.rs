@@ -312,19 +312,32 @@ impl<A: GpuApi> GpuNetwork<A> {
 
     /// The rows `rows` of `v`, in that order.
     fn gather_rows(&self, v: &Val<A::Buf>, rows: &[usize]) -> Result<Val<A::Buf>> {
-        let [_, c, h, w] = v.dims;
+        let idx = self.upload_rows(rows)?;
+        self.gather(v, &idx, rows.len())
+    }
+
+    /// Row numbers on the device, as `gather_rows` reads them (floats, exact below
+    /// 2^24).
+    fn upload_rows(&self, rows: &[usize]) -> Result<A::Buf> {
         let idx: Vec<f32> = rows.iter().map(|&r| r as f32).collect();
-        let idx = self.api.upload(&idx)?;
-        let out = self.new_val([rows.len(), c, h, w])?;
-        let ptrs = [self.ptr(&out.buf), self.ptr(&v.buf), self.ptr(&idx)];
+        self.api.upload(&idx)
+    }
+
+    /// The `rows` rows of `v` that `idx` lists.
+    fn gather(&self, v: &Val<A::Buf>, idx: &A::Buf, rows: usize) -> Result<Val<A::Buf>> {
+        let [_, c, h, w] = v.dims;
+        let out = self.new_val([rows, c, h, w])?;
+        let ptrs = [self.ptr(&out.buf), self.ptr(&v.buf), self.ptr(idx)];
         self.launch("gather_rows", out.len(), &ptrs, &[(c * h * w) as i64])?;
         Ok(out)
     }
 
-    /// Every live value, from one row per distinct input row to all rows.
+    /// Every live value, from one row per distinct input row to all rows (the row
+    /// list uploaded once for all of them).
     fn expand_rows(&self, values: &mut [Option<Val<A::Buf>>], of_row: &[usize]) -> Result<()> {
+        let idx = self.upload_rows(of_row)?;
         for v in values.iter_mut().flatten() {
-            *v = self.gather_rows(v, of_row)?;
+            *v = self.gather(v, &idx, of_row.len())?;
         }
         Ok(())
     }
