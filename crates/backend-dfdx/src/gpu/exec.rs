@@ -636,16 +636,7 @@ impl<A: GpuApi> GpuNetwork<A> {
         let net = &self.net;
         let (x, host) = self.upload_input(&req.input)?;
         let n = x.dims[0];
-        let tap_values: Vec<usize> = req
-            .taps
-            .iter()
-            .map(|t| net.value_of(t))
-            .collect::<Result<_>>()?;
-        let record_from = if req.input_grad {
-            0
-        } else {
-            tap_values.iter().copied().min().unwrap_or(usize::MAX)
-        };
+        let (tap_values, record_from) = net.recording(req)?;
         let keep: HashSet<usize> = tap_values.iter().copied().collect();
         let (values, steps) = self.run(x, &host, req.rectifier, record_from, &keep)?;
         // The head runs on the CPU, on dfdx's tape (a classifier's is the identity):

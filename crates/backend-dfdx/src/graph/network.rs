@@ -519,6 +519,23 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         Ok(values)
     }
 
+    /// The values `req`'s taps name, and the node recording starts at: without the
+    /// input gradient, the earliest tap, so that nothing below it is recorded or run
+    /// backwards (node i produces value i + 1). Both executors record from here.
+    pub(crate) fn recording(&self, req: &BackwardRequest<'_, E>) -> Result<(Vec<usize>, usize)> {
+        let tap_values: Vec<usize> = req
+            .taps
+            .iter()
+            .map(|t| self.value_of(t))
+            .collect::<Result<_>>()?;
+        let record_from = if req.input_grad {
+            0
+        } else {
+            tap_values.iter().copied().min().unwrap_or(usize::MAX)
+        };
+        Ok((tap_values, record_from))
+    }
+
     /// Frees, after node `i` ran, the inputs it used last (never the network's input
     /// or a `keep` value): every executor (the tape here, the GPU's) frees by this rule.
     pub(crate) fn release_inputs<T>(
@@ -722,18 +739,7 @@ impl<E: Elem, D: KernelDevice<E>> Network<E, D> {
         head: &H,
     ) -> Result<BackwardOutput<E>> {
         let x = self.input_tensor(&req.input)?;
-        let tap_values: Vec<usize> = req
-            .taps
-            .iter()
-            .map(|t| self.value_of(t))
-            .collect::<Result<_>>()?;
-        // Without the input gradient the tape starts at the earliest tap: nothing
-        // below it is recorded or run backwards (node i produces value i + 1).
-        let record_from = if req.input_grad {
-            0
-        } else {
-            tap_values.iter().copied().min().unwrap_or(usize::MAX)
-        };
+        let (tap_values, record_from) = self.recording(req)?;
         let captures: Vec<(usize, Capture<E>)> = tap_values
             .iter()
             .map(|&v| (v, Arc::new(Mutex::new(None))))
